@@ -35,8 +35,8 @@ test: install
 	$(RUN_ENV) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check pimc_ray jobs tests benchmarks
-	$(BIN)/ruff format --check pimc_ray jobs tests benchmarks
+	$(BIN)/ruff check pimc_ray jobs tests benchmarks notebooks
+	$(BIN)/ruff format --check pimc_ray jobs tests benchmarks notebooks
 
 bench: install
 	$(RUN_ENV) $(BIN)/python benchmarks/bench_recurrence.py

@@ -9,7 +9,10 @@ from pimc_ray.aoi import load_aoi
 from pimc_ray.errors import InvalidAOIError
 from pimc_ray.tiles import split_by_zone
 
-SQUARE = {"type": "Polygon", "coordinates": [[[11.0, 45.0], [11.1, 45.0], [11.1, 45.1], [11.0, 45.1], [11.0, 45.0]]]}
+SQUARE = {
+    "type": "Polygon",
+    "coordinates": [[[11.0, 45.0], [11.1, 45.0], [11.1, 45.1], [11.0, 45.1], [11.0, 45.0]]],
+}
 
 
 @pytest.mark.parametrize(
@@ -20,7 +23,10 @@ SQUARE = {"type": "Polygon", "coordinates": [[[11.0, 45.0], [11.1, 45.0], [11.1,
         [11.0, 45.0, 11.1, 45.1],
         SQUARE,
         {"type": "Feature", "properties": {}, "geometry": SQUARE},
-        {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": SQUARE}]},
+        {
+            "type": "FeatureCollection",
+            "features": [{"type": "Feature", "properties": {}, "geometry": SQUARE}],
+        },
         json.dumps(SQUARE),
         shapely.geometry.shape(SQUARE),
     ],
@@ -54,7 +60,10 @@ def test_geojson_file_and_geo_interface(tmp_path):
         ("missing.geojson", "does not exist"),
         ("{not json", "not valid JSON"),
         ([170.0, 0.0, 190.0, 1.0], "outside lon"),
-        ({"type": "Polygon", "coordinates": [[[-179, 0], [179, 0], [179, 1], [-179, 1], [-179, 0]]]}, "antimeridian"),
+        (
+            {"type": "Polygon", "coordinates": [[[-179, 0], [179, 0], [179, 1], [-179, 1], [-179, 0]]]},
+            "antimeridian",
+        ),
     ],
 )
 def test_bad_aoi_names_the_problem(like, words):

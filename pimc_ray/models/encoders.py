@@ -1,0 +1,85 @@
+"""Encoders: the recurrence-plot (RP) encoder, a small ResNet for T x T plots.
+
+Shapes: input (N, 3, T, T) float32 recurrence plots (NDVI, EVI, SAVI channels); output (N, embed_dim) float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pimc_ray.models.registry import register_encoder
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convolutions with batch norm and an identity (or 1x1) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.shortcut(x))
+
+
+@register_encoder("rp-resnet")
+class RPEncoder(nn.Module):
+    """ResNet-style CNN adapted to small recurrence plots.
+
+    A stride-2 3x3 stem (T x T -> T/2), then one stage per entry of ``widths``, each of ``blocks`` basic blocks,
+    every stage after the first halving the resolution; global average pooling and a linear layer to
+    ``embed_dim``. With the defaults (widths 32-64-128, one block each) a 3 x 36 x 36 plot costs about
+    33 MFLOP (see :func:`pimc_ray.models.flops_per_sample`), inside the ~50 MFLOP per pixel budget of
+    docs/design.md. An ImageNet ResNet-18 at 224 x 224 would cost 1.8 GFLOP.
+
+    Args:
+        in_channels: plot channels (3: NDVI, EVI, SAVI).
+        widths: channels of each stage.
+        blocks: basic blocks per stage.
+        embed_dim: size of the output embedding.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128),
+        blocks: int = 1,
+        embed_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        if not widths or blocks < 1 or embed_dim < 1:
+            raise ValueError(
+                f"need widths, blocks >= 1 and embed_dim >= 1; got {widths}, {blocks}, {embed_dim}"
+            )
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        c_in = widths[0]
+        for i, width in enumerate(widths):
+            for b in range(blocks):
+                layers.append(BasicBlock(c_in, width, stride=2 if (i > 0 and b == 0) else 1))
+                c_in = width
+        self.stages = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, embed_dim)
+        self.embed_dim = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, C, T, T) -> (N, embed_dim)
+        h = self.stages(self.stem(x))
+        return self.fc(torch.flatten(self.pool(h), 1))
