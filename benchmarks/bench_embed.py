@@ -25,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pimc_ray.infer import EmbedSpec, WindowEmbedder  # noqa: E402
+from pimc_ray.infer import WindowEmbedder  # noqa: E402
 from pimc_ray.models import EncoderConfig, flops_per_sample  # noqa: E402
 from pimc_ray.recurrence import rp_from_reflectance  # noqa: E402
+from pimc_ray.series import SeriesSpec  # noqa: E402
 from pimc_ray.stac import DateRange  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main() -> int:
     steps = 36
     rng = np.random.default_rng(0)
     series = rng.uniform(0.01, 0.5, (steps, 3, args.pixels)).astype(np.float32)  # (T, band, P)
-    spec = EmbedSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)), batch_size=args.batch_size)
+    spec = SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)))
     config = EncoderConfig()
     mflop = flops_per_sample(config.build(), (3, steps, steps)) / 1e6
     by_pixel = series.transpose(2, 1, 0)
@@ -73,7 +74,14 @@ def main() -> int:
         else:
             name = f"cpu x{torch.get_num_threads()}"
             sync = lambda: None  # noqa: E731
-        embedder = WindowEmbedder(spec, [], config.build(), threads=torch.get_num_threads(), device=device)
+        embedder = WindowEmbedder(
+            spec,
+            [],
+            config.build(),
+            batch_size=args.batch_size,
+            threads=torch.get_num_threads(),
+            device=device,
+        )
         plots = plots_host.to(device)
 
         def encoder_only(embedder=embedder, plots=plots):

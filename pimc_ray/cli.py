@@ -3,8 +3,11 @@
     pimc archive build --out data/archive        generate the embedded sample archive
     pimc archive bbox --demo|--train|--tile ID   lon/lat bbox of the demo AOI, the head's training area, a tile
     pimc stac serve --archive data/archive       serve the archive as a STAC API on loopback until stopped
+    pimc indices --aoi ... --out DIR             regular-grid NDVI/EVI/SAVI COGs and QA (= jobs/export_indices.py)
+    pimc embed --aoi ... --out DIR               embedding and class maps (= jobs/embed_aoi.py)
 
-The mapping jobs themselves live in ``jobs/`` and are submitted to Ray (see README).
+``pimc indices`` and ``pimc embed`` run the jobs in this process's Ray (a local one unless RAY_ADDRESS is set);
+``ray job submit -- python jobs/<job>.py`` runs the same code on a cluster.
 """
 
 from __future__ import annotations
@@ -100,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     bbox.add_argument("--tile-size", type=int, default=256, help="tile size the archive was built with")
     bbox.set_defaults(func=_cmd_archive_bbox)
 
+    commands.add_parser(
+        "indices", help="export regular-grid index series (see pimc indices --help)", add_help=False
+    )
+    commands.add_parser("embed", help="map embeddings and classes (see pimc embed --help)", add_help=False)
     stac = commands.add_parser("stac", help="the local STAC API").add_subparsers(
         dest="stac_command", required=True
     )
@@ -113,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] in (["indices"], ["embed"]):
+        from pimc_ray.entrypoints import embed_main, indices_main
+
+        return (indices_main if argv[0] == "indices" else embed_main)(argv[1:])
     if argv[:2] == ["archive", "build"]:
         from pimc_ray.testing.archive import main as archive_main
 

@@ -1,76 +1,39 @@
-"""Per-window inference: reflectance -> regular series -> recurrence plots -> encoder -> embedding map.
+"""Per-window inference: regular series -> recurrence plots -> encoder -> embedding block; heads on embeddings.
 
 :class:`WindowEmbedder` owns an encoder and turns one :class:`~pimc_ray.tiles.Window` of an output grid into an
-embedding block. It is a plain class so tests and notebooks call it directly; jobs wrap it in Ray actors (one
-model load per actor). Recurrence plots are built batch by batch right before the encoder and dropped after
-(see docs/design.md: one tile's plots would be terabytes).
+embedding block. It is a plain class so tests and notebooks call it directly; jobs run it on Ray actors through
+:func:`pimc_ray.runner.run_windows` (one model load per actor). Recurrence plots are built batch by batch right
+before the encoder and dropped after (see docs/design.md: one tile's plots would be terabytes).
 
 Array flow for a window of P = h x w pixels (T steps, D embedding dims)::
 
-    stack_reflectance   (obs, band=3, h, w)  float32, NaN = cloud / nodata
-    regularize          (T, 3, P)            float32 on the regular time grid, NaN for too-few-valid pixels
-    rp_from_reflectance (n, 3, T, T)         per batch of n valid pixels (NDVI, EVI, SAVI plots)
+    read_series         (T, 3, P)     float32 blue/red/NIR on the regular grid, NaN for nodata pixels
+    rp_from_reflectance (n, 3, T, T)  per batch of n valid pixels (NDVI, EVI, SAVI plots)
     encoder             (n, D)
-    -> embedding        (D, h, w)            float32, NaN nodata
+    -> embedding        (D, h, w)     float32, NaN nodata (and outside the AOI)
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pimc_ray.recurrence import rp_from_reflectance
-from pimc_ray.stac import DateRange
-from pimc_ray.stack import StackSpec, read_window, stack_reflectance
+from pimc_ray.series import INDEX_BANDS, SeriesSpec, read_series
+from pimc_ray.stack import read_window, stackstac_ready
 from pimc_ray.tiles import OutputGrid, Window
-from pimc_ray.timegrid import TimeGridSpec, grid_dates, regularize
 from pimc_ray.xp import import_cupy, to_torch
 
 logger = logging.getLogger(__name__)
 
-#: Bands the recurrence plots need (blue for EVI, red, NIR), in the order rp_from_reflectance takes them.
-RP_BANDS = ("B02", "B04", "B08")
-
-
-@dataclass(frozen=True)
-class EmbedSpec:
-    """Everything that decides an embedding map's pixel values (besides the items)."""
-
-    dates: DateRange
-    """Date range of the regular time grid."""
-    timegrid: TimeGridSpec = field(default_factory=TimeGridSpec)
-    """Steps of the regular grid (the plots are steps x steps) and the minimum valid count."""
-    mask_classes: frozenset[int] | None = None
-    """SCL classes to mask; :data:`pimc_ray.stack.DEFAULT_MASK_CLASSES` when None."""
-    catalog: str | None = None
-    """Catalog convention; detected from the items when None."""
-    batch_size: int = 1024
-    """Pixels per encoder batch."""
-
-    def stack_spec(self) -> StackSpec:
-        kwargs: dict[str, Any] = {"bands": RP_BANDS, "catalog": self.catalog}
-        if self.mask_classes is not None:
-            kwargs["mask_classes"] = frozenset(self.mask_classes)
-        return StackSpec(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "start": self.dates.start.isoformat(),
-            "end": self.dates.end.isoformat(),
-            "steps": self.timegrid.steps,
-            "min_valid": self.timegrid.min_valid,
-            "mask_classes": sorted(self.stack_spec().mask_classes),
-            "catalog": self.catalog,
-        }
-
 
 @dataclass(frozen=True)
 class WindowResult:
-    """One window's outputs."""
+    """One window's embedding outputs."""
 
     window: Window
     embedding: np.ndarray
@@ -83,18 +46,21 @@ class WindowEmbedder:
     """Holds an encoder; embeds windows of an output grid from a fixed list of items.
 
     Args:
-        spec: the embedding specification.
+        spec: the series specification (its bands must be blue, red, NIR).
         items: Sentinel-2 L2A item dicts covering the grid.
         encoder: a torch module mapping (n, 3, T, T) to (n, D); put in eval mode here.
+        batch_size: pixels per encoder batch.
         threads: torch intra-op threads (1 per Ray CPU actor).
+        device: ``cpu``, or ``cuda`` to build plots with CuPy and run the encoder on the GPU.
     """
 
     def __init__(
         self,
-        spec: EmbedSpec,
+        spec: SeriesSpec,
         items: Sequence[Mapping[str, Any]],
         encoder: Any,
         *,
+        batch_size: int = 1024,
         threads: int = 1,
         device: str = "cpu",
     ):
@@ -102,26 +68,15 @@ class WindowEmbedder:
 
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if tuple(spec.bands) != INDEX_BANDS:
+            raise ValueError(f"the embedder reads {INDEX_BANDS}, got bands {spec.bands}")
         torch.set_num_threads(threads)
         self.spec = spec
         self.items = list(items)
+        self.batch_size = batch_size
         self.device = device
         self.encoder = encoder.eval().to(device)
         self.embed_dim = int(encoder.embed_dim)
-        self.grid_times = grid_dates(spec.dates.start, spec.dates.end, spec.timegrid.steps)
-
-    def series(self, grid: OutputGrid, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Regular-grid reflectance ``(T, 3, P)`` and valid counts ``(P,)`` of a window."""
-        stack = read_window(
-            stack_reflectance(self.items, bounds=window.bounds, epsg=grid.epsg, spec=self.spec.stack_spec())
-        )
-        if stack.shape[-2:] != (window.height, window.width):
-            raise RuntimeError(f"stack shape {stack.shape} does not match window {window}")
-        values = stack.values.reshape(stack.shape[0], stack.shape[1], -1)  # (obs, 3, P)
-        regular = regularize(
-            values, stack["time"].values, self.grid_times, min_valid=self.spec.timegrid.min_valid
-        )
-        return regular.values, regular.valid_count
 
     def embed_series(self, series: np.ndarray) -> np.ndarray:
         """Embeddings ``(P, D)`` float32 of regular series ``(T, 3, P)``; NaN rows where a series or plot has NaN.
@@ -137,8 +92,8 @@ class WindowEmbedder:
         by_band = np.ascontiguousarray(series[:, :, ok].transpose(1, 2, 0))  # (3, n, T): blue, red, nir
         xp = import_cupy() if self.device == "cuda" else np
         with torch.inference_mode():
-            for start in range(0, len(ok), self.spec.batch_size):
-                batch = xp.asarray(by_band[:, start : start + self.spec.batch_size])  # host -> device once
+            for start in range(0, len(ok), self.batch_size):
+                batch = xp.asarray(by_band[:, start : start + self.batch_size])  # host -> device once
                 plots = to_torch(rp_from_reflectance(batch[0], batch[1], batch[2]))  # (n, 3, T, T)
                 emb = self.encoder(plots)
                 emb[~torch.isfinite(plots).flatten(1).all(dim=1)] = torch.nan  # e.g. a black pixel's NDVI
@@ -146,68 +101,64 @@ class WindowEmbedder:
         return out
 
     def __call__(self, grid: OutputGrid, window: Window) -> WindowResult:
-        series, count = self.series(grid, window)
-        emb = self.embed_series(series)  # (P, D)
+        series = read_series(self.items, self.spec, grid, window)
+        emb = self.embed_series(series.values)  # (P, D)
         embedding = emb.T.reshape(self.embed_dim, window.height, window.width)
-        return WindowResult(window, embedding, count.reshape(window.height, window.width))
+        embedding[:, ~grid.inside(window)] = np.nan
+        return WindowResult(window, embedding, series.valid_count.reshape(window.height, window.width))
 
 
-def assemble(
-    grid: OutputGrid, results: Sequence[WindowResult], embed_dim: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mosaic window results into ``(D, H, W)`` embeddings and ``(H, W)`` valid counts; outside the AOI is NaN/0."""
-    height, width = grid.shape
-    embedding = np.full((embed_dim, height, width), np.nan, dtype=np.float32)
-    count = np.zeros((height, width), dtype=np.uint16)
-    for r in results:
-        w = r.window
-        embedding[:, w.row : w.row + w.height, w.col : w.col + w.width] = r.embedding
-        count[w.row : w.row + w.height, w.col : w.col + w.width] = r.valid_count
-    outside = ~grid.inside()
-    embedding[:, outside] = np.nan
-    count[outside] = 0
-    return embedding, count
-
-
-def read_labels(items: Sequence[Mapping[str, Any]], grid: OutputGrid, *, asset: str = "labels") -> np.ndarray:
-    """Ground-truth class ids ``(H, W)`` uint8 (0 = no label) of label items on ``grid`` (nearest resampling)."""
+def read_labels(
+    items: Sequence[Mapping[str, Any]], grid: OutputGrid, window: Window, *, asset: str = "labels"
+) -> np.ndarray:
+    """Ground-truth class ids ``(h, w)`` uint8 (0 = no label) of label items on a window (nearest resampling)."""
     import stackstac
-
-    from pimc_ray.stack import stackstac_ready
 
     stack = stackstac.stack(
         stackstac_ready(items),
         assets=[asset],
         epsg=grid.epsg,
         resolution=grid.resolution,
-        bounds=grid.bounds,
+        bounds=window.bounds,
         dtype="uint8",
         fill_value=np.uint8(0),
         rescale=False,
     )
     labels = read_window(stack).values.max(axis=(0, 1)).astype(np.uint8)  # mosaic: 0 is nodata
-    labels[~grid.inside()] = 0
+    labels[~grid.inside(window)] = 0
     return labels
+
+
+def balanced_sample(
+    x: np.ndarray, y: np.ndarray, *, per_class: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``per_class`` random rows of ``x`` (n, D) per label value of ``y`` (n,), in their original order."""
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(idx, size=min(per_class, len(idx)), replace=False)
+        for idx in (np.flatnonzero(y == c) for c in np.unique(y))
+    ]
+    pick = np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
+    return x[pick], y[pick]
 
 
 def sample_pixels(
     embedding: np.ndarray, labels: np.ndarray, *, per_class: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``per_class`` random labelled, valid pixels per class: ``(x (n, D), y (n,))``."""
-    rng = np.random.default_rng(seed)
+    """Up to ``per_class`` random labelled, valid pixels per class of an embedding block: ``(x (n, D), y (n,))``.
+
+    Args:
+        embedding: (D, h, w) embeddings, NaN nodata.
+        labels: (h, w) class ids, 0 = unlabelled.
+    """
     flat = embedding.reshape(embedding.shape[0], -1).T  # (P, D)
-    y_all = labels.reshape(-1)
-    usable = (y_all > 0) & np.isfinite(flat).all(axis=1)
-    chosen = []
-    for cls in np.unique(y_all[usable]):
-        idx = np.flatnonzero(usable & (y_all == cls))
-        chosen.append(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
-    pick = np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
-    return flat[pick], y_all[pick]
+    y = labels.reshape(-1)
+    usable = (y > 0) & np.isfinite(flat).all(axis=1)
+    return balanced_sample(flat[usable], y[usable], per_class=per_class, seed=seed)
 
 
 def classify(embedding: np.ndarray, head: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Class ids ``(H, W)`` uint8 (0 = nodata) and confidence ``(H, W)`` float32 (NaN nodata) from embeddings."""
+    """Class ids ``(h, w)`` uint8 (0 = nodata) and confidence ``(h, w)`` float32 (NaN nodata) from embeddings."""
     d, height, width = embedding.shape
     flat = embedding.reshape(d, -1).T
     ok = np.isfinite(flat).all(axis=1)

@@ -21,13 +21,14 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
+from rasterio.errors import RasterioIOError
 
 from pimc_ray.catalogs import BANDS, SCL, CatalogConvention, detect_convention, get_convention, harmonisation
-from pimc_ray.errors import AssetReadError, MixedCRSError, UnknownCatalogError
+from pimc_ray.errors import AssetReadError, AssetReadWarning, MixedCRSError, UnknownCatalogError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ class StackSpec:
     """Catalog convention name; detected from the items' asset keys when None."""
     chunksize: int = 1024
     """Dask chunk size in pixels along y and x."""
+    on_unreadable: Literal["error", "nodata"] = "error"
+    """An asset that cannot be read (404, missing, corrupt): ``error`` stops with an
+    :class:`~pimc_ray.errors.AssetReadError` naming it; ``nodata`` treats its pixels as nodata (like cloud)
+    and emits an :class:`~pimc_ray.errors.AssetReadWarning` per window saying how many reads failed."""
 
     def __post_init__(self) -> None:
         unknown = [b for b in self.bands if b not in BANDS]
@@ -58,6 +63,8 @@ class StackSpec:
             raise ValueError(f"unknown bands {unknown}; choose from {BANDS}")
         if self.resolution <= 0:
             raise ValueError(f"resolution must be positive, got {self.resolution}")
+        if self.on_unreadable not in ("error", "nodata"):
+            raise ValueError(f"on_unreadable must be 'error' or 'nodata', got {self.on_unreadable!r}")
         bad = [c for c in self.mask_classes if not 0 <= int(c) <= 11]
         if bad:
             raise ValueError(f"SCL classes are 0..11, got {sorted(bad)}")
@@ -133,11 +140,25 @@ def stack_reflectance(
             chunksize=(1, 1, spec.chunksize, spec.chunksize),
             properties=False,
             band_coords=False,
+            errors_as_nodata=(RasterioIOError(".*"),) if spec.on_unreadable == "nodata" else (),
         )
     except ValueError as err:
         if "CRS" in str(err):
             raise MixedCRSError(f"cannot put the items on one grid in EPSG:{epsg}: {err}") from err
         raise AssetReadError(f"cannot stack the items: {err}") from err
+
+    attrs = {"epsg": epsg, "resolution": spec.resolution, "catalog": convention.name}
+    if dn.sizes["time"] == 0:  # stackstac drops items that miss the bounds: no item covers this area
+        empty = np.empty((0, len(spec.bands), dn.sizes["y"], dn.sizes["x"]), np.float32)
+        coords = {
+            "time": np.array([], "datetime64[ns]"),
+            "band": list(spec.bands),
+            "y": dn["y"],
+            "x": dn["x"],
+        }
+        return xr.DataArray(
+            empty, dims=("time", "band", "y", "x"), coords=coords, attrs=attrs, name="reflectance"
+        )
 
     # (scale, offset) per item, aligned on the time axis.
     by_id = {item["id"]: harmonisation(item, convention) for item in items}
@@ -150,7 +171,7 @@ def stack_reflectance(
     reflectance = (refl_dn.astype(np.float32) * scale + offset).where(valid)
     reflectance = reflectance.assign_coords(band=list(spec.bands))
     merged = merge_same_day(reflectance)
-    merged.attrs = {"epsg": epsg, "resolution": spec.resolution, "catalog": convention.name}
+    merged.attrs = attrs
     merged.name = "reflectance"
     return merged
 
@@ -174,13 +195,28 @@ def read_window(stack: xr.DataArray) -> xr.DataArray:
 
     Raises:
         AssetReadError: an asset could not be read (stackstac reports it as a RuntimeError naming the URL).
+
+    Warns:
+        AssetReadWarning: reads that failed and became nodata under ``on_unreadable="nodata"``.
     """
     from rasterio.errors import RasterioError
 
     try:
-        return stack.compute(scheduler="threads")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            computed = stack.compute(scheduler="threads")
     except (RuntimeError, OSError, RasterioError) as err:
         raise AssetReadError(
             f"reading the Sentinel-2 assets failed ({err}); check that the asset hrefs are reachable and not "
-            "corrupt"
+            "corrupt, or pass --on-unreadable nodata to treat unreadable assets as nodata"
         ) from err
+    failed = [str(w.message) for w in caught if str(w.message).startswith("Error ")]
+    if failed:
+        warnings.warn(
+            AssetReadWarning(f"{len(failed)} asset read(s) failed and became nodata; first: {failed[0]}"),
+            stacklevel=2,
+        )
+    for w in caught:
+        if not str(w.message).startswith("Error "):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return computed

@@ -95,9 +95,11 @@ class OutputGrid:
         """Affine transform of the top-left corner."""
         return Affine(self.resolution, 0.0, self.bounds[0], 0.0, -self.resolution, self.bounds[3])
 
-    def inside(self) -> np.ndarray:
-        """(height, width) bool mask of pixels whose centre is inside the footprint."""
-        return geometry_mask([self.footprint], out_shape=self.shape, transform=self.transform, invert=True)
+    def inside(self, window: Window) -> np.ndarray:
+        """(h, w) bool mask of a window's pixels whose centre is inside the footprint."""
+        transform = self.transform * Affine.translation(window.col, window.row)
+        shape = (window.height, window.width)
+        return geometry_mask([self.footprint], out_shape=shape, transform=transform, invert=True)
 
     def windows(self, size: int) -> list[Window]:
         """Row-major windows of at most ``size`` x ``size`` pixels covering the grid."""
@@ -111,3 +113,8 @@ class OutputGrid:
                 x0, y1 = xmin + col * r, ymax - row * r
                 out.append(Window(row, col, h, w, (x0, y1 - h * r, x0 + w * r, y1)))
         return out
+
+
+def aoi_grids(aoi: AOI, resolution: float = 10.0) -> list[OutputGrid]:
+    """One output grid per UTM zone the AOI touches, in zone order."""
+    return [OutputGrid.for_aoi_part(part, epsg, resolution) for epsg, part in split_by_zone(aoi).items()]

@@ -85,6 +85,10 @@ def regularize(values: Any, times: np.ndarray, grid: np.ndarray, *, min_valid: i
         raise ValueError(f"{len(times)} times for {n_obs} observations")
     if n_obs > 1 and np.any(np.diff(times.astype("datetime64[s]").astype(np.int64)) < 0):
         raise ValueError("times must be sorted ascending")
+    if n_obs == 0:  # no item covers these pixels
+        none = xp.full(n_pix, -1, dtype=xp.int64)
+        empty = xp.full((len(grid), n_chan, n_pix), xp.nan, dtype=xp.float32)
+        return RegularSeries(empty, xp.zeros(n_pix, dtype=xp.uint16), none, none.copy())
     t_obs = xp.asarray(_days(times))  # (obs,)
     t_grid = _days(grid)  # (steps,) host
 
@@ -94,8 +98,8 @@ def regularize(values: Any, times: np.ndarray, grid: np.ndarray, *, min_valid: i
     # prev[k, p]: last valid observation index <= k (-1 if none); nxt[k, p]: first valid index >= k (n_obs if none)
     prev = xp.maximum.accumulate(xp.where(valid, obs_idx, -1), axis=0)
     nxt = xp.flip(xp.minimum.accumulate(xp.flip(xp.where(valid, obs_idx, n_obs), axis=0), axis=0), axis=0)
-    first = xp.where(count > 0, nxt[0], -1) if n_obs else xp.full(n_pix, -1)
-    last = prev[-1] if n_obs else xp.full(n_pix, -1)
+    first = xp.where(count > 0, nxt[0], -1)
+    last = prev[-1]
 
     out = xp.full((len(grid), n_chan, n_pix), xp.nan, dtype=xp.float32)
     pix = xp.arange(n_pix)

@@ -7,14 +7,7 @@ as a ``gpu`` case.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -66,29 +59,7 @@ def stac_api(sample_archive: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[str]:
     """A local Ray head (2 CPUs, loopback); yields the dashboard address that `ray job submit` uses."""
-    from pimc_ray.testing.stac_server import free_port, wait_until_up
+    from pimc_ray.testing.ray_cluster import LocalRayHead
 
-    temp_dir = Path(tempfile.mkdtemp(prefix="pimc-ray-", dir="/tmp"))  # short: Ray's sockets live below it
-    dash, gcs = free_port(), free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    log = open(temp_dir / "ray-start.log", "wb")  # noqa: SIM115 - closed below
-    head = subprocess.Popen(
-        [ray_cli, "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp_dir}",
-         "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{dash}"
-    try:
-        wait_until_up(f"{address}/api/version", timeout=120, process=head)
-        yield address
-    finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops every process it started
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with LocalRayHead(num_cpus=2) as head:
+        yield head.address

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from pimc_ray.infer import EmbedSpec, WindowEmbedder, classify
+from pimc_ray.infer import WindowEmbedder, classify
 from pimc_ray.models import EncoderConfig
 from pimc_ray.recurrence import rp_from_reflectance
+from pimc_ray.series import SeriesSpec
 from pimc_ray.stac import DateRange
 
-SPEC = EmbedSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)), batch_size=64)
+SPEC = SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)))
 SMALL = EncoderConfig(params={"widths": [8, 16], "blocks": 1, "embed_dim": 12}, seed=2)
 
 
@@ -26,7 +27,7 @@ def random_series(n_pix=150, steps=36, seed=0):
 def test_embed_series_is_encoder_of_plots_with_nodata_kept():
     series = random_series()
     model = SMALL.build().eval()
-    out = WindowEmbedder(SPEC, [], model).embed_series(series)
+    out = WindowEmbedder(SPEC, [], model, batch_size=64).embed_series(series)
     assert out.shape == (150, 12) and out.dtype == np.float32
     by_pixel = series.transpose(2, 1, 0)  # (P, 3, T)
     plots = rp_from_reflectance(by_pixel[:, 0], by_pixel[:, 1], by_pixel[:, 2])
@@ -51,7 +52,7 @@ def test_classify_keeps_nodata():
 @pytest.mark.gpu
 def test_cuda_path_matches_cpu():
     series = random_series(n_pix=3000, seed=1)
-    cpu = WindowEmbedder(SPEC, [], SMALL.build()).embed_series(series)
-    gpu = WindowEmbedder(SPEC, [], SMALL.build(), device="cuda").embed_series(series)
+    cpu = WindowEmbedder(SPEC, [], SMALL.build(), batch_size=64).embed_series(series)
+    gpu = WindowEmbedder(SPEC, [], SMALL.build(), batch_size=64, device="cuda").embed_series(series)
     np.testing.assert_array_equal(np.isnan(cpu), np.isnan(gpu))
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)  # cuDNN convolutions (TF32 off by default)

@@ -44,6 +44,12 @@ def run_job(args):
     )
 
 
+def submit_job(address, args):
+    """`ray job submit` of the embedding job; the job's exit code becomes the command's."""
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--", sys.executable, str(JOB), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
 def ground_truth_on(grid_src, archive):
     truth = np.zeros((grid_src.height, grid_src.width), np.uint8)
     for path in archive.label_paths.values():
@@ -67,18 +73,7 @@ def ground_truth_on(grid_src, archive):
 @pytest.mark.slow
 def test_ray_job_submit_maps_the_aoi(ray_head, stac_api, sample_archive, tmp_path):
     out = tmp_path / "maps"
-    cmd = [
-        str(BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        ray_head,
-        "--",
-        sys.executable,
-        str(JOB),
-        *job_args(stac_api.url, out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = submit_job(ray_head, job_args(stac_api.url, out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "summary:" in proc.stdout and "pixels/s" in proc.stdout
 
@@ -88,6 +83,7 @@ def test_ray_job_submit_maps_the_aoi(ray_head, stac_api, sample_archive, tmp_pat
         "confidence_epsg32632.tif",
         "embedding_epsg32632.tif",
         "head",
+        "items.ndjson",
         "run.json",
         "valid_count_epsg32632.tif",
     ]
@@ -141,18 +137,9 @@ def test_ray_job_submit_maps_the_aoi(ray_head, stac_api, sample_archive, tmp_pat
 @pytest.mark.slow
 def test_no_items_through_ray_job_submit_fails(ray_head, stac_api, tmp_path):
     out = tmp_path / "none"
-    cmd = [
-        str(BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        ray_head,
-        "--",
-        sys.executable,
-        str(JOB),
-        *job_args(stac_api.url, out, **{"--start": "2019-01-01", "--end": "2019-03-01"}),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = submit_job(
+        ray_head, job_args(stac_api.url, out, **{"--start": "2019-01-01", "--end": "2019-03-01"})
+    )
     assert proc.returncode != 0
     assert "error: no 'sentinel-2-l2a' items" in proc.stdout + proc.stderr
     assert not out.exists()

@@ -59,9 +59,18 @@ def test_embedded_trajectories_equal_pyts_bit_for_bit(pyts_rp, dimension, time_d
 
 @pytest.mark.parametrize(
     ("threshold", "percentage"),
-    [(0.3, None), (1.0, None), ("point", None), ("point", 0), ("point", 37.5), ("point", 100),
-     ("distance", None), ("distance", 50), ("distance", 100)],
-)  # fmt: skip
+    [
+        (0.3, None),
+        (1.0, None),
+        ("point", None),
+        ("point", 0),
+        ("point", 37.5),
+        ("point", 100),
+        ("distance", None),
+        ("distance", 50),
+        ("distance", 100),
+    ],
+)
 @pytest.mark.parametrize("dimension", [1, 3])
 def test_thresholds_equal_pyts(pyts_rp, threshold, percentage, dimension):
     x = _series(25, 32, seed=3)
@@ -170,8 +179,13 @@ def test_bad_options_are_refused(kwargs, error, match):
 def test_backends_agree(xp):
     x = _series(20, 33, seed=5)
     x[3, 7] = np.nan
-    for kwargs in ({}, {"dimension": 3, "time_delay": 4}, {"threshold": 0.4}, {"threshold": "point"},
-                   {"threshold": "distance", "percentage": 25}):  # fmt: skip
+    for kwargs in (
+        {},
+        {"dimension": 3, "time_delay": 4},
+        {"threshold": 0.4},
+        {"threshold": "point"},
+        {"threshold": "distance", "percentage": 25},
+    ):
         for dtype in (np.float32, np.float64):
             got = to_numpy(recurrence_plot(xp.asarray(x.astype(dtype)), **kwargs))
             assert got.dtype == dtype

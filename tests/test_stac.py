@@ -73,3 +73,29 @@ def test_snapshot_round_trip(stac_api, tmp_path):
     path = save_snapshot(items, tmp_path / "snap" / "items.ndjson")
     assert load_snapshot(path) == items
     assert [p.name for p in path.parent.iterdir()] == ["items.ndjson"]
+
+
+def test_paging_is_followed_and_429_is_retried(sample_archive):
+    from tests.paging_api import PagingStacApi
+
+    items = sample_archive.read_items("sentinel-2-l2a")
+    with PagingStacApi(items, page_size=7, fail_first=2) as api:
+        found = search_items([11.8, 45.4, 12.1, 45.6], YEAR, stac_url=api.url, retries=3)
+        assert {i["id"] for i in found} == {i["id"] for i in items}  # all 111 items over 16 pages
+        assert api.search_requests == 2 + 16
+    with PagingStacApi(items, fail_first=10, status=503) as api:
+        with pytest.raises(CatalogUnreachableError, match="failed while searching"):
+            search_items([11.8, 45.4, 12.1, 45.6], YEAR, stac_url=api.url, retries=2)
+
+
+def test_snapshot_is_used_instead_of_searching(stac_api, tmp_path):
+    from pimc_ray.aoi import load_aoi
+    from pimc_ray.runner import AreaRequest
+    from pimc_ray.series import SeriesSpec
+
+    snap = tmp_path / "items.ndjson"
+    first = AreaRequest(load_aoi(tile_bbox("32TQR")), SeriesSpec(YEAR), stac_api.url, tmp_path, snapshot=snap)
+    items = first.search()
+    assert snap.exists() and load_snapshot(snap) == items
+    offline = AreaRequest(first.aoi, first.spec, f"http://127.0.0.1:{free_port()}", tmp_path, snapshot=snap)
+    assert offline.search() == items  # no request was made: the API is unreachable

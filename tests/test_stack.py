@@ -101,3 +101,30 @@ def test_corrupt_asset_is_a_named_error(sample_archive, tmp_path):
     lazy = stack_reflectance(items, bounds=tile.bounds, epsg=tile.epsg, spec=StackSpec(bands=("B04",)))
     with pytest.raises(AssetReadError, match="B04.tif"):
         read_window(lazy)
+
+
+def test_unreadable_asset_policy(sample_archive, tmp_path):
+    from pimc_ray.errors import AssetReadError, AssetReadWarning
+
+    items = tile_items(sample_archive, "33TTL")[:3]
+    tile = tile_info(TEST_SPEC, "33TTL")
+    spec = StackSpec(bands=("B04", "B08"))
+    intact = read_window(stack_reflectance(items, bounds=tile.bounds, epsg=tile.epsg, spec=spec)).values
+    missing = (tmp_path / "gone" / "B04.tif").as_uri()
+    items[1] = {
+        **items[1],
+        "assets": {**items[1]["assets"], "red": {**items[1]["assets"]["red"], "href": missing}},
+    }
+    tile = tile_info(TEST_SPEC, "33TTL")
+
+    def stack(policy):
+        spec = StackSpec(bands=("B04", "B08"), on_unreadable=policy)
+        return stack_reflectance(items, bounds=tile.bounds, epsg=tile.epsg, spec=spec)
+
+    with pytest.raises(AssetReadError, match="on-unreadable nodata"):
+        read_window(stack("error"))
+    with pytest.warns(AssetReadWarning, match="became nodata"):
+        data = read_window(stack("nodata")).values
+    assert np.isnan(data[1, 0]).all()  # the missing red band of the second date is nodata ...
+    np.testing.assert_array_equal(data[:, 1], intact[:, 1])  # ... and nothing else changed
+    np.testing.assert_array_equal(data[[0, 2], 0], intact[[0, 2], 0])

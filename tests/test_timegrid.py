@@ -65,3 +65,9 @@ def test_matches_numpy_interp_per_pixel(seed):
         for c in range(2):
             expected = np.interp(g, t[ok], values[ok, c, p]) if ok.sum() >= 4 else np.full(len(g), np.nan)
             np.testing.assert_allclose(out.values[:, c, p], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_no_observations_at_all_is_nodata():
+    out = regularize(np.empty((0, 3, 4), np.float32), np.array([], "datetime64[s]"), days(1, 2), min_valid=1)
+    assert out.values.shape == (2, 3, 4) and np.isnan(out.values).all()
+    assert list(out.valid_count) == [0] * 4 and list(out.first_valid) == [-1] * 4

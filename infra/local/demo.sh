@@ -34,6 +34,7 @@ ray start --head --block --num-cpus=2 --port="$GCS_PORT" --node-ip-address=127.0
   > "$RAY_TMP/ray-start.log" 2>&1 &
 RAY_PID=$!
 python -c "from pimc_ray.testing.stac_server import wait_until_up as w; w('http://127.0.0.1:$DASH_PORT/api/version', timeout=90)"
+python -c "from pimc_ray.testing.ray_cluster import wait_for_job_agent as w; w('http://127.0.0.1:$DASH_PORT')"
 
 echo "== 4/4 ray job submit jobs/embed_aoi.py"
 ray job submit --address "http://127.0.0.1:$DASH_PORT" -- \

@@ -287,10 +287,21 @@ def _write_cog(
     height, width = array.shape
     transform: Affine = tile.transform(resolution)
     with rasterio.open(
-        path, "w", driver="COG", width=width, height=height, count=1, dtype=array.dtype, crs=tile.crs,
-        transform=transform, nodata=0, BLOCKSIZE=_block_size(min(height, width)), COMPRESS="DEFLATE",
-        PREDICTOR="YES", OVERVIEW_RESAMPLING=resampling,
-    ) as dataset:  # fmt: skip
+        path,
+        "w",
+        driver="COG",
+        width=width,
+        height=height,
+        count=1,
+        dtype=array.dtype,
+        crs=tile.crs,
+        transform=transform,
+        nodata=0,
+        BLOCKSIZE=_block_size(min(height, width)),
+        COMPRESS="DEFLATE",
+        PREDICTOR="YES",
+        OVERVIEW_RESAMPLING=resampling,
+    ) as dataset:
         dataset.write(array, 1)
 
 
@@ -394,10 +405,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         spec = ArchiveSpec(
-            seed=args.seed, tile_size=args.tile_size, year=args.year, revisit_days=args.revisit_days,
-            convention=args.convention, tiles=tuple(t.strip() for t in args.tiles.split(",") if t.strip()),
+            seed=args.seed,
+            tile_size=args.tile_size,
+            year=args.year,
+            revisit_days=args.revisit_days,
+            convention=args.convention,
+            tiles=tuple(t.strip() for t in args.tiles.split(",") if t.strip()),
             cloud_rate=args.cloud_rate,
-        )  # fmt: skip
+        )
         started = time.perf_counter()
         info = build_archive(args.out, spec, rebuild=args.rebuild)
     except (PimcError, ValueError, OSError) as err:

@@ -46,10 +46,23 @@ from pimc_ray.testing.archive import (
 # Two tiles in two UTM zones, 13 dates (3 Jan: baseline 03.01; 12 from 04.00 on, 2 per tile carry the offset).
 SMALL = ArchiveSpec(tile_size=64, tiles=("32TQS", "33TTL"), revisit_days=30)
 ES_PROPERTIES = {
-    "datetime", "platform", "constellation", "instruments", "eo:cloud_cover", "proj:epsg", "proj:code",
-    "mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square", "grid:code", "s2:processing_baseline",
-    "s2:product_type", "earthsearch:boa_offset_applied", "created", "updated",
-}  # fmt: skip
+    "datetime",
+    "platform",
+    "constellation",
+    "instruments",
+    "eo:cloud_cover",
+    "proj:epsg",
+    "proj:code",
+    "mgrs:utm_zone",
+    "mgrs:latitude_band",
+    "mgrs:grid_square",
+    "grid:code",
+    "s2:processing_baseline",
+    "s2:product_type",
+    "earthsearch:boa_offset_applied",
+    "created",
+    "updated",
+}
 COG_KEYS = {
     "blue",
     "green",

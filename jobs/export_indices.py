@@ -1,0 +1,16 @@
+"""Ray job: regular-grid NDVI, EVI and SAVI series of an area of interest as COGs, plus QA.
+
+    ray job submit --address http://127.0.0.1:8265 -- python jobs/export_indices.py \
+        --aoi 11.93,45.50,11.96,45.52 --start 2022-01-01 --end 2022-12-31 \
+        --stac-url http://127.0.0.1:7822 --out out/indices
+
+Also `pimc indices ...`. `python jobs/export_indices.py --help` lists every option. Exit codes: 0 success (or
+nothing to do), 2 bad input or a data problem (one line on stderr naming the fix; nothing written).
+"""
+
+import sys
+
+from pimc_ray.entrypoints import indices_main
+
+if __name__ == "__main__":
+    sys.exit(indices_main())
