@@ -1,6 +1,7 @@
 # pimc-ray: two commands do everything on a fresh machine.
-#   make demo   install into .venv, build the sample archive, start a local STAC API and Ray head,
-#               submit jobs/embed_aoi.py, stop everything, print where the maps are
+#   make demo   install into .venv, build the sample archive, start a local STAC API, S3 store (SeaweedFS)
+#               and Ray head, submit jobs/pretrain.py then jobs/embed_aoi.py, stop everything, print where
+#               the maps are and how to open them
 #   make test   install into .venv and run the tests
 
 PYTHON ?= python3.11
@@ -9,9 +10,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CACHE  := .cache
 
-# Keep Ray on loopback and without telemetry; keep HOME-writing tools (Ray, DuckDB, torch) inside the project.
+# Keep Ray on loopback, without telemetry or a cluster token (loopback only);
+# keep HOME-writing tools (Ray, DuckDB, torch) inside the project.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE := disabled
 RUN_ENV := HOME=$(CURDIR)/$(CACHE)/home PATH=$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install demo test lint bench clean

@@ -4,7 +4,9 @@ Builds (once, in ``.cache/bench-archive``) a sample archive with 1024-pixel tile
 API, then runs the job in a fresh child process per AOI size, in this process's run, and reports each child's
 peak resident set size (VmHWM) and the ratio to the 1x run. The 1x AOI has the demo's pixel count
 (51,434 pixels); the others scale it. Windows of 128 x 128 pixels are the unit of work; the job streams them
-into windowed COG writers, so memory should follow the window, not the AOI.
+into windowed COG writers (per 1024-pixel tile for the embedding job), so memory should follow the window and
+the tile, not the AOI. The child runs the job in its own process (``workers=0``), so its VmHWM covers every
+stage; on Ray the same stages are spread over read tasks and actors.
 
     python benchmarks/bench_memory.py                   # indices job, 1x and 10x
     python benchmarks/bench_memory.py --job embed       # embedding job (no head), 1x and 10x
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from pimc_ray.aoi import load_aoi  # noqa: E402
 from pimc_ray.entrypoints import GDAL_CACHE_MB  # noqa: E402
-from pimc_ray.runner import AreaRequest, bound_gdal_cache  # noqa: E402
+from pimc_ray.runner import AreaRequest, Parallelism, bound_gdal_cache  # noqa: E402
 from pimc_ray.series import SeriesSpec  # noqa: E402
 from pimc_ray.stac import DateRange  # noqa: E402
 from pimc_ray.testing.archive import ArchiveSpec, build_archive, tile_info  # noqa: E402
@@ -66,8 +68,8 @@ def child(args: argparse.Namespace) -> int:
         "aoi": load_aoi(aoi_for(int(args.pixels))),
         "spec": SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31))),
         "stac_url": args.stac_url,
-        "out_dir": Path(args.out),
-        "workers": 0,
+        "out": args.out,
+        "parallel": Parallelism(workers=0),  # in this process: VmHWM then covers reading, encoder and writers
     }
     t0 = time.perf_counter()
     if args.job == "indices":

@@ -4,8 +4,10 @@
         --aoi 11.93,45.50,11.96,45.52 --start 2022-01-01 --end 2022-12-31 \
         --stac-url http://127.0.0.1:7822 --out out/demo --head-train-aoi 12.01,45.49,12.04,45.51
 
-`python jobs/embed_aoi.py --help` lists every option. Exit codes: 0 success (or nothing to do), 2 bad input
-or a data problem (one line on stderr naming the fix; nothing written).
+Output to a folder or s3://bucket/prefix, one set of COGs per tile, STAC items, VRT mosaics; rerunning resumes
+(finished tiles are skipped). `--dry-run` plans without writing. `python jobs/embed_aoi.py --help` lists every
+option. Exit codes: 0 success (or nothing to do), 2 bad input (one line on stderr naming the fix; nothing
+written), 3 some tiles failed (listed; the others are written).
 """
 
 import sys

@@ -1,33 +1,43 @@
 # %% [markdown]
 # # Explore pimc-ray maps
 #
-# Opens the outputs of `make demo` (or any `jobs/embed_aoi.py` run): the embedding COG, the class map and its
-# confidence, and the per-pixel count of cloud-free observations. This file is a notebook in the "percent"
-# format: open it in Jupyter (with jupytext) or VS Code, or run it as a script:
+# Opens the outputs of `make demo` or of any `jobs/embed_aoi.py` run, from a local folder or an S3 bucket: the run
+# manifest, the per-tile STAC items, and the VRT mosaics of the embeddings, the classes (with confidence) and the
+# cloud-free observation counts. This file is a notebook in the "percent" format: open it in Jupyter (with
+# jupytext) or VS Code, or run it as a script:
 #
 #     .venv/bin/python notebooks/explore_maps.py out/demo
+#     .venv/bin/python notebooks/explore_maps.py s3://pimc-demo/demo    # with AWS_ENDPOINT_URL etc. set
 #
-# It prints summaries and, when matplotlib is installed, saves `overview.png` beside the maps.
+# It prints summaries and, when matplotlib is installed, saves `overview.png` in the current folder.
 
 # %%
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import rasterio
 
-OUT = Path(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "out/demo")
-run = json.loads((OUT / "run.json").read_text())
-zone = next(OUT.glob("embedding_*.tif")).stem.split("_", 1)[1]
-print(f"run {run['key']}: {run['pixels']} pixels in {run['seconds']} s, weights: {run['weights']}")
+from pimc_ray.storage import gdal_s3_env, open_store
+
+LOCATION = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "out/demo"
+store = open_store(LOCATION)
+manifest = store.get_json("manifest.json")
+tiles = sorted(t for t, e in manifest["tiles"].items() if e["status"] == "done")
+print(f"run {manifest['key']}: {len(tiles)} tiles done, model {manifest['model']}")
+item = store.get_json(f"tiles/{tiles[0]}/item.json")
+props = item["properties"]
+print(f"tile {tiles[0]}: {props['proj:code']}, {props['proj:shape']} px, assets {list(item['assets'])}")
+zone = item["properties"]["proj:code"].split(":")[1]
+gdal_env = rasterio.Env(**gdal_s3_env())
+gdal_env.__enter__()  # /vsis3/ settings for the rest of the notebook
 
 # %% [markdown]
-# ## Embeddings: 64 float32 bands, NaN nodata. A PCA to three components gives a false-colour view in which
-# pixels with similar temporal signatures share a colour.
+# ## Embeddings: float32 bands, NaN nodata. A PCA to three components gives a false-colour view in which pixels
+# with similar temporal signatures share a colour.
 
 # %%
-with rasterio.open(OUT / f"embedding_{zone}.tif") as src:
+with rasterio.open(store.gdal_path(f"mosaic/embedding_epsg{zone}.vrt")) as src:
     emb = src.read()  # (D, H, W)
     print(src.crs, src.res, src.shape, src.count, "bands:", src.descriptions[:3], "...")
 d, h, w = emb.shape
@@ -45,19 +55,19 @@ rgb = rgb.reshape(h, w, 3)
 # ## Classes and confidence
 
 # %%
-with rasterio.open(OUT / f"classes_{zone}.tif") as src:
-    classes = src.read(1)
-    names = json.loads(src.tags()["pimc_classes"])
+with rasterio.open(store.gdal_path(f"mosaic/classes_epsg{zone}.vrt")) as src:
+    classes, confidence = src.read(1), src.read(2)
     cmap = src.colormap(1)
-with rasterio.open(OUT / f"confidence_{zone}.tif") as src:
-    confidence = src.read(1)
-with rasterio.open(OUT / f"valid_count_{zone}.tif") as src:
+    first_tile = store.gdal_path(f"tiles/{tiles[0]}/classes.tif")
+with rasterio.open(first_tile) as src:
+    names = json.loads(src.tags().get("pimc_classes", "{}"))
+with rasterio.open(store.gdal_path(f"mosaic/qa_epsg{zone}.vrt")) as src:
     valid = src.read(1)
 ids, counts = np.unique(classes[classes > 0], return_counts=True)
 for cid, n in zip(ids, counts, strict=True):
-    mean_conf = np.nanmean(confidence[classes == cid])
+    mean_conf = confidence[classes == cid].mean()
     print(
-        f"{cid:2d} {names.get(str(cid), '?'):18s} {100 * n / counts.sum():5.1f} %  mean confidence {mean_conf:.2f}"
+        f"{cid:2d} {names.get(str(cid), '?'):18s} {100 * n / counts.sum():5.1f} %  mean confidence {mean_conf:.0f} %"
     )
 print(
     f"cloud-free observations per pixel: median {np.median(valid[valid > 0]):.0f}, min {valid[valid > 0].min()}"
@@ -77,9 +87,9 @@ else:
     axes[0].set_title("embedding PCA (RGB = PC1-3)")
     axes[1].imshow(lut[classes])
     axes[1].set_title("classes")
-    axes[2].imshow(confidence, vmin=0, vmax=1)
-    axes[2].set_title("confidence")
+    axes[2].imshow(np.where(classes > 0, confidence, np.nan), vmin=0, vmax=100)
+    axes[2].set_title("confidence (%)")
     for ax in axes:
         ax.set_axis_off()
-    fig.savefig(OUT / "overview.png", dpi=100, bbox_inches="tight")
-    print("saved", OUT / "overview.png")
+    fig.savefig("overview.png", dpi=100, bbox_inches="tight")
+    print("saved overview.png")

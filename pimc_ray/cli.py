@@ -4,7 +4,9 @@
     pimc archive bbox --demo|--train|--tile ID   lon/lat bbox of the demo AOI, the head's training area, a tile
     pimc stac serve --archive data/archive       serve the archive as a STAC API on loopback until stopped
     pimc indices --aoi ... --out DIR             regular-grid NDVI/EVI/SAVI COGs and QA (= jobs/export_indices.py)
-    pimc embed --aoi ... --out DIR               embedding and class maps (= jobs/embed_aoi.py)
+    pimc embed --aoi ... --out DIR|s3://...      embedding (and class) maps per tile (= jobs/embed_aoi.py)
+    pimc classify --aoi ... --head DIR --out ... class maps per tile (= jobs/classify_aoi.py)
+    pimc s3 serve --bucket pimc                  a local S3-compatible store (SeaweedFS) until stopped
 
 ``pimc indices`` and ``pimc embed`` run the jobs in this process's Ray (a local one unless RAY_ADDRESS is set);
 ``ray job submit -- python jobs/<job>.py`` runs the same code on a cluster.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -83,6 +86,33 @@ def _cmd_stac_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_s3_serve(args: argparse.Namespace) -> int:
+    from pimc_ray.testing.s3_server import LocalS3Server
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    with LocalS3Server(tuple(args.bucket), data_dir=data_dir) as server:
+        exports = "".join(f"export {k}={v}\n" for k, v in server.env().items())
+        # the secret goes to the env file only (mode 0600), not to the output, which may well be a log
+        if args.env_file:
+            tmp = Path(f"{args.env_file}.tmp")
+            tmp.unlink(missing_ok=True)
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(exports)
+            tmp.replace(args.env_file)
+            how = f"`set -a; source {args.env_file}; set +a` (endpoint and credentials)"
+        else:
+            how = f"\n{exports}"
+        print(
+            f"S3 (SeaweedFS) at {server.endpoint}, buckets {', '.join(args.bucket)}; to use it: {how}",
+            flush=True,
+        )
+        stop.wait()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pimc", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -107,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "indices", help="export regular-grid index series (see pimc indices --help)", add_help=False
     )
     commands.add_parser("embed", help="map embeddings and classes (see pimc embed --help)", add_help=False)
+    commands.add_parser("classify", help="map classes (see pimc classify --help)", add_help=False)
     stac = commands.add_parser("stac", help="the local STAC API").add_subparsers(
         dest="stac_command", required=True
     )
@@ -114,21 +145,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--archive", default="data/archive", help="archive folder (holding items.ndjson)")
     serve.add_argument("--port", type=int, default=7822)
     serve.set_defaults(func=_cmd_stac_serve)
+    s3 = commands.add_parser("s3", help="a local S3-compatible store").add_subparsers(
+        dest="s3_command", required=True
+    )
+    s3_serve = s3.add_parser("serve", help="run SeaweedFS on 127.0.0.1 until interrupted")
+    s3_serve.add_argument("--bucket", action="append", default=None, help="bucket to create (repeatable)")
+    s3_serve.add_argument(
+        "--data-dir", help="where to keep the data (default: a temporary folder, removed on stop)"
+    )
+    s3_serve.add_argument("--env-file", help="write the environment variables clients need to this file")
+    s3_serve.set_defaults(func=_cmd_s3_serve, bucket=None)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if argv[:1] in (["indices"], ["embed"]):
-        from pimc_ray.entrypoints import embed_main, indices_main
+    if argv[:1] in (["indices"], ["embed"], ["classify"]):
+        from pimc_ray.entrypoints import classify_main, embed_main, indices_main
 
-        return (indices_main if argv[0] == "indices" else embed_main)(argv[1:])
+        job = {"indices": indices_main, "embed": embed_main, "classify": classify_main}[argv[0]]
+        return job(argv[1:])
     if argv[:2] == ["archive", "build"]:
         from pimc_ray.testing.archive import main as archive_main
 
         return archive_main(["build", *argv[2:]])
     args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "s3" and not args.bucket:
+        args.bucket = ["pimc"]
     try:
         return int(args.func(args))
     except PimcError as err:

@@ -15,6 +15,10 @@ class InvalidAOIError(PimcError, ValueError):
     """The area of interest is malformed, empty, or not a polygon."""
 
 
+class InvalidConfigError(PimcError, ValueError):
+    """A setting is out of range or inconsistent (tile size, window size, parallelism...)."""
+
+
 class InvalidDateRangeError(PimcError, ValueError):
     """The start and end dates are unparsable or reversed."""
 
@@ -45,6 +49,10 @@ class AssetReadError(PimcError):
 
 class CheckpointError(PimcError):
     """A model checkpoint is missing, corrupt, or does not match the model it is loaded into."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint holds another model than the one asked for."""
 
 
 class OutputExistsError(PimcError):

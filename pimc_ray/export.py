@@ -17,20 +17,20 @@ keep their counts in QA.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from pimc_ray.cog import COGWriter
+from pimc_ray.errors import PimcError
 from pimc_ray.indices import INDEX_NAMES, vegetation_indices
+from pimc_ray.infer import SeriesReader
 from pimc_ray.outputs import RunSummary, Staging, finished_run, write_windows
-from pimc_ray.runner import AreaRequest, run_windows
-from pimc_ray.series import SeriesSpec, iso_dates, read_series, yyyymmdd
+from pimc_ray.runner import AreaRequest, WindowFailure, run_windows
+from pimc_ray.series import WindowSeries, iso_dates, yyyymmdd
 from pimc_ray.stac import save_snapshot
 from pimc_ray.tiles import OutputGrid, Window, aoi_grids
 
@@ -51,15 +51,11 @@ class IndexBlock:
     """(3, h, w) int32 valid count, first and last valid date (YYYYMMDD)."""
 
 
-@dataclass(frozen=True)
 class IndexExporter:
-    """Per-window function of the indices job (stateless: its own factory)."""
+    """Compute stage of the indices job: regular series -> indices and QA (stateless; the class is its factory)."""
 
-    spec: SeriesSpec
-    items: list[dict[str, Any]]
-
-    def __call__(self, grid: OutputGrid, window: Window) -> IndexBlock:
-        series = read_series(self.items, self.spec, grid, window)  # values (T, 3, P)
+    def __call__(self, grid: OutputGrid, window: Window, series: WindowSeries) -> IndexBlock:
+        # series.values: (T, 3, P) blue, red, NIR
         blue, red, nir = series.values[:, 0], series.values[:, 1], series.values[:, 2]
         indices = vegetation_indices(blue, red, nir)  # (3, T, P)
         shape = (window.height, window.width)
@@ -90,10 +86,18 @@ def export_indices(request: AreaRequest, *, progress: Progress = logger.info) ->
     dates = iso_dates(request.spec.grid_dates())
     with Staging(request.out_dir) as staging:
         writers = [_grid_writers(staging, g, dates, {"pimc_run": key}) for g in grids]
-        factory = functools.partial(IndexExporter, request.spec, items)
-        results = run_windows(tasks, factory, workers=request.workers, progress=progress, label="indices")
+        results = run_windows(
+            tasks,
+            SeriesReader(request.spec, items),
+            IndexExporter,
+            parallel=request.parallel,
+            progress=progress,
+            label="indices",
+        )
 
-        def write(index: int, block: IndexBlock) -> int:
+        def write(index: int, block: IndexBlock | WindowFailure) -> int:
+            if isinstance(block, WindowFailure):
+                raise PimcError(f"window {index} of the indices job failed: {block.error}")
             w, grid_writers = block.window, writers[grids.index(tasks[index][0])]
             for i, name in enumerate(INDEX_NAMES):
                 grid_writers[name].write(block.indices[i], w.row, w.col)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pimc_ray.recurrence import rp_from_reflectance
-from pimc_ray.series import INDEX_BANDS, SeriesSpec, read_series
+from pimc_ray.series import INDEX_BANDS, SeriesSpec, WindowSeries, read_series
 from pimc_ray.stack import read_window, stackstac_ready
 from pimc_ray.tiles import OutputGrid, Window
 from pimc_ray.xp import import_cupy, to_torch
@@ -47,7 +47,7 @@ class WindowEmbedder:
 
     Args:
         spec: the series specification (its bands must be blue, red, NIR).
-        items: Sentinel-2 L2A item dicts covering the grid.
+        items: Sentinel-2 L2A item dicts covering the grid (only needed to read windows: ``__call__``).
         encoder: a torch module mapping (n, 3, T, T) to (n, D); put in eval mode here.
         batch_size: pixels per encoder batch.
         threads: torch intra-op threads (1 per Ray CPU actor).
@@ -57,7 +57,7 @@ class WindowEmbedder:
     def __init__(
         self,
         spec: SeriesSpec,
-        items: Sequence[Mapping[str, Any]],
+        items: Sequence[Mapping[str, Any]] | None,
         encoder: Any,
         *,
         batch_size: int = 1024,
@@ -72,7 +72,7 @@ class WindowEmbedder:
             raise ValueError(f"the embedder reads {INDEX_BANDS}, got bands {spec.bands}")
         torch.set_num_threads(threads)
         self.spec = spec
-        self.items = list(items)
+        self.items = list(items or [])
         self.batch_size = batch_size
         self.device = device
         self.encoder = encoder.eval().to(device)
@@ -100,12 +100,28 @@ class WindowEmbedder:
                 out[ok[start : start + len(plots)]] = emb.float().cpu().numpy()
         return out
 
-    def __call__(self, grid: OutputGrid, window: Window) -> WindowResult:
-        series = read_series(self.items, self.spec, grid, window)
-        emb = self.embed_series(series.values)  # (P, D)
+    def compute(self, grid: OutputGrid, window: Window, series: WindowSeries) -> WindowResult:
+        """Embed a window whose series were already read (the compute stage of a run)."""
+        inside = grid.inside(window).reshape(-1)
+        values = np.where(inside, series.values, np.nan)  # pixels outside the AOI are not embedded at all
+        emb = self.embed_series(values)  # (P, D)
         embedding = emb.T.reshape(self.embed_dim, window.height, window.width)
-        embedding[:, ~grid.inside(window)] = np.nan
         return WindowResult(window, embedding, series.valid_count.reshape(window.height, window.width))
+
+    def __call__(self, grid: OutputGrid, window: Window) -> WindowResult:
+        """Read and embed one window."""
+        return self.compute(grid, window, read_series(self.items, self.spec, grid, window))
+
+
+@dataclass(frozen=True)
+class SeriesReader:
+    """The read stage of a run: regular-grid series of a window (picklable; runs as a Ray task)."""
+
+    spec: SeriesSpec
+    items: list[dict[str, Any]]
+
+    def __call__(self, grid: OutputGrid, window: Window) -> WindowSeries:
+        return read_series(self.items, self.spec, grid, window)
 
 
 def read_labels(

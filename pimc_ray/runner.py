@@ -1,28 +1,31 @@
-"""Run a per-window function over an area's windows: in this process, or on a pool of Ray actors.
+"""Run a job's per-window stages over an area's windows: a streaming Ray Data pipeline, or this process.
 
 :class:`AreaRequest` is what every per-pixel job shares (AOI, dates and series options, catalog, output folder,
 parallelism).
 
-Jobs hand :func:`run_windows` a list of ``(grid, window)`` tasks and a picklable *worker factory* (a class or a
-``functools.partial``) that builds the per-window callable, e.g. a :class:`~pimc_ray.infer.WindowEmbedder` that
-loads a model. On Ray each actor calls the factory once (the model is loaded once per actor, as the Ray Data
-batch-inference guide recommends) and then serves windows handed out by ``ray.util.ActorPool``. Results come back
-as they finish, with progress (windows, pixels, elapsed, ETA) reported through a callback.
+Jobs hand :func:`run_windows` a list of ``(grid, window)`` tasks and two picklable stages: a *reader* (reading and
+stacking, run as CPU tasks) and a *compute factory* that builds the per-window computation once per actor (e.g.
+loading an encoder, as the Ray Data batch-inference guide recommends). The Ray Data pipeline streams windows
+through both stages with backpressure, so memory is bounded whatever the area's size; results come back in task
+order, with progress (windows, pixels, elapsed, ETA) reported through a callback.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pimc_ray.aoi import AOI
+from pimc_ray.errors import PimcError
 from pimc_ray.series import SeriesSpec
 from pimc_ray.stac import load_snapshot, save_snapshot, search_items
 from pimc_ray.tiles import OutputGrid, Window
@@ -30,8 +33,40 @@ from pimc_ray.tiles import OutputGrid, Window
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-WindowFn = Callable[[OutputGrid, Window], Any]
 Task = tuple[OutputGrid, Window]
+Reader = Callable[[OutputGrid, Window], Any]
+ComputeFactory = Callable[[], Callable[[OutputGrid, Window, Any], Any]]
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How a run spreads over the cluster (scale comes from here, never from module constants)."""
+
+    workers: int = 2
+    """Compute actors (each holds the model once); 0 runs everything in this process."""
+    cpus_per_worker: float = 0.75
+    """CPUs each compute actor reserves (torch uses max(1, round(this)) threads)."""
+    gpus_per_worker: float = 0.0
+    """GPUs each compute actor reserves (fractions allowed); > 0 runs plots and encoder on CUDA."""
+    read_cpus: float = 0.25
+    """CPUs each read task reserves: with the defaults, 2 actors and 2 reads fit 2 cores."""
+    gdal_cache_mb: int = 64
+    """GDAL block cache per process (see :func:`bound_gdal_cache`)."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.cpus_per_worker < 0 or self.gpus_per_worker < 0 or self.read_cpus < 0:
+            raise ValueError(f"parallelism settings must not be negative: {self}")
+
+    @property
+    def device(self) -> str:
+        """Where compute actors run models: ``cuda`` when they reserve GPUs."""
+        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+    @property
+    def torch_threads(self) -> int:
+        if self.workers == 0:
+            return os.cpu_count() or 1
+        return max(1, round(self.cpus_per_worker))
 
 
 @dataclass(frozen=True)
@@ -41,16 +76,24 @@ class AreaRequest:
     aoi: AOI
     spec: SeriesSpec
     stac_url: str
-    out_dir: Path
+    out: str
+    """Output location: a local folder, or ``s3://bucket/prefix`` for the jobs that support it."""
     collection: str = "sentinel-2-l2a"
     max_cloud_cover: float | None = None
-    workers: int = 2
-    """Ray actors (0: run in this process)."""
+    parallel: Parallelism = field(default_factory=Parallelism)
+    """Workers, CPUs, GPUs."""
     window_size: int = 128
     """Window edge in pixels (the unit of work)."""
 
     snapshot: Path | None = None
     """Frozen item list (ndjson): read instead of searching when it exists, written after searching otherwise."""
+
+    @property
+    def out_dir(self) -> Path:
+        """The output location as a local folder (for jobs that write locally only)."""
+        if "://" in self.out:
+            raise PimcError(f"--out {self.out}: this job writes to local folders only; pass a path")
+        return Path(self.out)
 
     def search(self) -> list[dict[str, Any]]:
         """The run's items: from the snapshot if there is one, else from the STAC API (then frozen there)."""
@@ -89,42 +132,77 @@ def bound_gdal_cache(megabytes: int) -> None:
     os.environ.setdefault("GDAL_CACHEMAX", str(int(megabytes)))
 
 
-class _Actor:
-    """Ray actor body: builds the per-window function once, then serves windows."""
+@dataclass(frozen=True)
+class WindowFailure:
+    """A window whose read or compute raised: the error travels back instead of stopping the whole run."""
 
-    def __init__(self, factory: Callable[[], WindowFn], gdal_cache_mb: int) -> None:
+    error: str
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or a :class:`WindowFailure` naming the exception (the run reports it and exits non-zero)."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - reported per window and per tile, never swallowed
+        logger.warning("window failed: %s: %s", type(err).__name__, err)
+        return WindowFailure(f"{type(err).__name__}: {err}")
+
+
+def _read_row(reader: Reader, gdal_cache_mb: int, row: dict[str, Any]) -> dict[str, Any]:
+    """Ray Data read stage (a CPU task): unpickle the task, read it, pickle the result."""
+    bound_gdal_cache(gdal_cache_mb)
+    grid, window = pickle.loads(row["task"])
+    return {"i": row["i"], "task": row["task"], "data": pickle.dumps(_guarded(reader, grid, window))}
+
+
+class _ComputeStage:
+    """Ray Data compute stage (an actor): builds the compute function once, then serves read windows."""
+
+    def __init__(self, factory: ComputeFactory, gdal_cache_mb: int) -> None:
         bound_gdal_cache(gdal_cache_mb)
         self.fn = factory()
 
-    def run(self, index: int, grid: OutputGrid, window: Window) -> tuple[int, Any]:
-        return index, self.fn(grid, window)
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        data = pickle.loads(row["data"])
+        if isinstance(data, WindowFailure):
+            return {"i": row["i"], "out": row["data"]}
+        grid, window = pickle.loads(row["task"])
+        return {"i": row["i"], "out": pickle.dumps(_guarded(self.fn, grid, window, data))}
 
 
 def run_windows(
     tasks: Sequence[Task],
-    factory: Callable[[], WindowFn],
+    reader: Reader,
+    compute: ComputeFactory,
     *,
-    workers: int,
-    gpus_per_worker: float = 0.0,
-    gdal_cache_mb: int = 64,
+    parallel: Parallelism,
     progress: Progress = logger.info,
     label: str = "windows",
 ) -> Iterator[tuple[int, Any]]:
-    """Yield ``(task index, factory()(grid, window))`` for every task, in completion order.
+    """Yield ``(task index, result or WindowFailure)`` for every task, in task order.
+
+    Two stages, as a streaming Ray Data pipeline (or in this process when ``parallel.workers == 0``):
+    ``reader(grid, window)`` runs as CPU tasks (reading and stacking), and ``compute()(grid, window, data)`` on
+    a pool of ``parallel.workers`` actors that each build their compute function once (a model, on a GPU when
+    ``parallel.gpus_per_worker > 0``). Results stream back in task order, so a caller writing tile by tile keeps
+    only a few tiles open. An exception in either stage becomes a :class:`WindowFailure` for that window.
 
     Args:
         tasks: ``(grid, window)`` pairs.
-        factory: picklable zero-argument callable building the per-window function.
-        workers: Ray actors; 0 runs everything in this process (tests, notebooks).
-        gpus_per_worker: GPUs each actor reserves (fractions allowed).
-        gdal_cache_mb: GDAL block cache of each worker process (see :func:`bound_gdal_cache`).
+        reader: picklable function of ``(grid, window)``.
+        compute: picklable zero-argument factory of a function of ``(grid, window, read result)``.
+        parallel: workers, CPUs and GPUs per worker, CPUs per read task, GDAL cache.
         progress: receives one line per finished window.
         label: prefix of the progress lines.
     """
     total_px = sum(w.pixels for _, w in tasks)
     done_px = 0
     t0 = time.perf_counter()
-    results = _execute(tasks, factory, workers, gpus_per_worker, gdal_cache_mb)
+    results = (
+        _in_process(tasks, reader, compute, parallel)
+        if parallel.workers == 0
+        else _on_ray(tasks, reader, compute, parallel)
+    )
     for n, (index, result) in enumerate(results, start=1):
         done_px += tasks[index][1].pixels
         elapsed = time.perf_counter() - t0
@@ -135,30 +213,38 @@ def run_windows(
         yield index, result
 
 
-def _execute(
-    tasks: Sequence[Task],
-    factory: Callable[[], WindowFn],
-    workers: int,
-    gpus_per_worker: float,
-    gdal_cache_mb: int,
+def _in_process(
+    tasks: Sequence[Task], reader: Reader, compute: ComputeFactory, parallel: Parallelism
 ) -> Iterator[tuple[int, Any]]:
-    if workers == 0 or not tasks:
-        bound_gdal_cache(gdal_cache_mb)
-        fn = factory()
-        for index, (grid, window) in enumerate(tasks):
-            yield index, fn(grid, window)
-        return
-    import ray
-    from ray.util import ActorPool
+    bound_gdal_cache(parallel.gdal_cache_mb)
+    fn = compute()
+    for index, (grid, window) in enumerate(tasks):
+        data = _guarded(reader, grid, window)
+        yield index, data if isinstance(data, WindowFailure) else _guarded(fn, grid, window, data)
 
+
+def _on_ray(
+    tasks: Sequence[Task], reader: Reader, compute: ComputeFactory, parallel: Parallelism
+) -> Iterator[tuple[int, Any]]:
+    import ray
+    import ray.data
+
+    if not tasks:
+        return
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
-    actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Actor)
-    factory_ref = ray.put(factory)
-    actors = [actor_cls.remote(factory_ref, gdal_cache_mb) for _ in range(min(workers, len(tasks)))]  # type: ignore[attr-defined]
-    try:
-        pool = ActorPool(actors)
-        yield from pool.map_unordered(lambda actor, i: actor.run.remote(i, *tasks[i]), range(len(tasks)))
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # tile by tile: few tiles open at once in the writer
+    ctx.enable_progress_bars = False  # the runner prints its own progress
+    rows = [{"i": i, "task": pickle.dumps(task)} for i, task in enumerate(tasks)]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map(functools.partial(_read_row, reader, parallel.gdal_cache_mb), num_cpus=parallel.read_cpus)
+    ds = ds.map(
+        _ComputeStage,
+        fn_constructor_args=(compute, parallel.gdal_cache_mb),
+        compute=ray.data.ActorPoolStrategy(size=parallel.workers),
+        num_cpus=parallel.cpus_per_worker,
+        num_gpus=parallel.gpus_per_worker,
+    )
+    for row in ds.iter_rows():
+        yield int(row["i"]), pickle.loads(row["out"])

@@ -1,8 +1,13 @@
-"""Output grids: an AOI -> one pixel grid per UTM zone, cut into windows (the unit of work).
+"""Output grids: an AOI -> pixel grids per UTM zone (whole-AOI grids, or tiles of a fixed grid) -> windows.
 
 UTM zone rule: a pixel belongs to the UTM zone of its longitude (6-degree bands), and each zone's part of the AOI
 is mapped in that zone's own CRS, so no output is ever warped across a zone edge. Grids are snapped to
 multiples of the resolution in the zone's coordinates, so every run over overlapping AOIs shares pixel edges.
+
+The tile grid (:class:`TileGrid`) cuts every UTM zone into square tiles of ``size`` pixels aligned to multiples
+of the tile's width in zone coordinates: a tile's id (``32N_071_0492``: zone, hemisphere, column, row) and its
+pixels never depend on the AOI, so runs over different AOIs share tiles and a rerun finds the same tiles again.
+Tiles are the unit of output; windows (a few hundred pixels a side) are the unit of work inside a tile.
 """
 
 from __future__ import annotations
@@ -102,7 +107,10 @@ class OutputGrid:
         return geometry_mask([self.footprint], out_shape=shape, transform=transform, invert=True)
 
     def windows(self, size: int) -> list[Window]:
-        """Row-major windows of at most ``size`` x ``size`` pixels covering the grid."""
+        """Row-major windows of at most ``size`` x ``size`` pixels covering the grid's part of the footprint.
+
+        Windows that do not touch the footprint are left out: their pixels stay nodata at no cost.
+        """
         height, width = self.shape
         xmin, _, _, ymax = self.bounds
         r = self.resolution
@@ -111,10 +119,64 @@ class OutputGrid:
             for col in range(0, width, size):
                 h, w = min(size, height - row), min(size, width - col)
                 x0, y1 = xmin + col * r, ymax - row * r
-                out.append(Window(row, col, h, w, (x0, y1 - h * r, x0 + w * r, y1)))
+                bounds = (x0, y1 - h * r, x0 + w * r, y1)
+                if self.footprint.intersects(shapely.geometry.box(*bounds)):
+                    out.append(Window(row, col, h, w, bounds))
         return out
 
 
 def aoi_grids(aoi: AOI, resolution: float = 10.0) -> list[OutputGrid]:
     """One output grid per UTM zone the AOI touches, in zone order."""
     return [OutputGrid.for_aoi_part(part, epsg, resolution) for epsg, part in split_by_zone(aoi).items()]
+
+
+@dataclass(frozen=True)
+class Tile(OutputGrid):
+    """One tile of a :class:`TileGrid`: a full square of pixels, with the AOI part it serves as footprint."""
+
+    tile_id: str = ""
+    """Stable id, ``<zone><N|S>_<column>_<row>``."""
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Square tiles of ``size`` x ``size`` pixels per UTM zone, aligned to multiples of their width."""
+
+    size: int = 1024
+    """Tile edge in pixels."""
+    resolution: float = 10.0
+    """Pixel size in metres."""
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or self.size % 16:
+            raise ValueError(f"tile size must be a multiple of 16 pixels, at least 16; got {self.size}")
+
+    @property
+    def width_m(self) -> float:
+        return self.size * self.resolution
+
+    def tile_id(self, epsg: int, col: int, row: int) -> str:
+        zone, hemisphere = epsg % 100, "N" if epsg < 32700 else "S"
+        return f"{zone:02d}{hemisphere}_{col:03d}_{row:04d}"
+
+    def tile(self, epsg: int, col: int, row: int, footprint: BaseGeometry) -> Tile:
+        w = self.width_m
+        bounds = (col * w, row * w, (col + 1) * w, (row + 1) * w)
+        return Tile(epsg, bounds, self.resolution, footprint, self.tile_id(epsg, col, row))
+
+    def tiles(self, aoi: AOI) -> list[Tile]:
+        """The tiles the AOI touches, zone by zone, row-major from the north-west; each tile's footprint is the
+        AOI part in its zone."""
+        out = []
+        w = self.width_m
+        for epsg, part in split_by_zone(aoi).items():
+            footprint = AOI(part).to_crs(epsg)
+            xmin, ymin, xmax, ymax = footprint.bounds
+            cols = range(math.floor(xmin / w), math.floor(xmax / w) + 1)
+            rows = range(math.floor(ymax / w), math.floor(ymin / w) - 1, -1)
+            for row in rows:
+                for col in cols:
+                    box = shapely.geometry.box(col * w, row * w, (col + 1) * w, (row + 1) * w)
+                    if footprint.intersection(box).area > 0:
+                        out.append(self.tile(epsg, col, row, footprint))
+        return out

@@ -17,6 +17,16 @@ import pytest
 from pimc_ray.xp import cupy_available, import_cupy
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Ray clients started by the tests (``ray job submit``) talk to loopback clusters without a token."""
+    import os
+
+    from pimc_ray.testing.ray_cluster import LOOPBACK_ENV
+
+    for name, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``gpu`` tests where there is no usable CUDA device."""
     if cupy_available():
@@ -57,9 +67,20 @@ def stac_api(sample_archive: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def ray_head() -> Iterator[str]:
-    """A local Ray head (2 CPUs, loopback); yields the dashboard address that `ray job submit` uses."""
+def s3() -> Iterator[Any]:
+    """A local S3-compatible store (SeaweedFS) with the bucket ``pimc-test``; its variables set for this process."""
+    from pimc_ray.testing.s3_server import LocalS3Server
+
+    with LocalS3Server(("pimc-test",)) as server, pytest.MonkeyPatch.context() as mp:
+        for name, value in server.env().items():
+            mp.setenv(name, value)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ray_head(s3: Any) -> Iterator[str]:
+    """A local Ray head (2 CPUs, loopback) whose jobs see the local S3; yields the dashboard address."""
     from pimc_ray.testing.ray_cluster import LocalRayHead
 
-    with LocalRayHead(num_cpus=2) as head:
+    with LocalRayHead(num_cpus=2, env=s3.env()) as head:
         yield head.address

@@ -17,7 +17,7 @@ from pimc_ray.aoi import load_aoi
 from pimc_ray.entrypoints import indices_main
 from pimc_ray.errors import AllCloudError
 from pimc_ray.export import export_indices
-from pimc_ray.runner import AreaRequest
+from pimc_ray.runner import AreaRequest, Parallelism
 from pimc_ray.series import SeriesSpec
 from pimc_ray.stac import DateRange
 from pimc_ray.stack import DEFAULT_MASK_CLASSES
@@ -26,6 +26,7 @@ from pimc_ray.timegrid import TimeGridSpec
 from tests.specs import TEST_SPEC
 
 YEAR = DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31))
+IN_PROCESS = Parallelism(workers=0)
 
 
 def two_zone_aoi():
@@ -43,7 +44,7 @@ def two_zone_aoi():
 @pytest.fixture(scope="module")
 def exported(stac_api, tmp_path_factory):
     out = tmp_path_factory.mktemp("indices") / "out"
-    request = AreaRequest(two_zone_aoi(), SeriesSpec(dates=YEAR), stac_api.url, out, workers=0)
+    request = AreaRequest(two_zone_aoi(), SeriesSpec(dates=YEAR), stac_api.url, str(out), parallel=IN_PROCESS)
     summary = export_indices(request)
     return request, summary
 
@@ -125,7 +126,7 @@ def test_all_cloud_is_an_error_and_writes_nothing(stac_api, tmp_path):
     out = tmp_path / "none"
     spec = SeriesSpec(dates=YEAR, timegrid=TimeGridSpec(min_valid=38))  # more than the 37 acquisitions
     with pytest.raises(AllCloudError, match="cloud-free"):
-        export_indices(AreaRequest(two_zone_aoi(), spec, stac_api.url, out, workers=0))
+        export_indices(AreaRequest(two_zone_aoi(), spec, stac_api.url, str(out), parallel=IN_PROCESS))
     assert not out.exists()
 
 

@@ -94,8 +94,12 @@ def test_snapshot_is_used_instead_of_searching(stac_api, tmp_path):
     from pimc_ray.series import SeriesSpec
 
     snap = tmp_path / "items.ndjson"
-    first = AreaRequest(load_aoi(tile_bbox("32TQR")), SeriesSpec(YEAR), stac_api.url, tmp_path, snapshot=snap)
+    first = AreaRequest(
+        load_aoi(tile_bbox("32TQR")), SeriesSpec(YEAR), stac_api.url, str(tmp_path), snapshot=snap
+    )
     items = first.search()
     assert snap.exists() and load_snapshot(snap) == items
-    offline = AreaRequest(first.aoi, first.spec, f"http://127.0.0.1:{free_port()}", tmp_path, snapshot=snap)
+    offline = AreaRequest(
+        first.aoi, first.spec, f"http://127.0.0.1:{free_port()}", str(tmp_path), snapshot=snap
+    )
     assert offline.search() == items  # no request was made: the API is unreachable

@@ -2,11 +2,14 @@
 
 A checkpoint is a folder::
 
-    model.safetensors   the state dict (tensors only)
-    config.json         {"format": 1, "encoder": {...EncoderConfig...}, "sha256": <of model.safetensors>, ...}
+    model.safetensors   the encoder's state dict (tensors only)
+    <name>.safetensors  optional further tensors (a training checkpoint adds ``pimc`` and ``optimizer``)
+    config.json         {"format": 1, "encoder": {...EncoderConfig...}, "sha256": <of model.safetensors>,
+                         "files": {"<name>.safetensors": <sha256>, ...}, ...extra}
 
-Loading verifies the hash and that the weights fit the configured model, so a corrupt or mismatched checkpoint
-is refused with a :class:`~pimc_ray.errors.CheckpointError` that says what is wrong.
+Loading verifies the hashes and that the weights fit the configured model, so a corrupt or mismatched checkpoint
+is refused with a :class:`~pimc_ray.errors.CheckpointError` that says what is wrong. Every training checkpoint
+(:mod:`pimc_ray.models.train_state`) is also an encoder checkpoint: the embedding job can map with it directly.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pimc_ray.errors import CheckpointError
+from pimc_ray.errors import CheckpointError, CheckpointMismatchError
 from pimc_ray.models.registry import build_encoder
 
 FORMAT_VERSION = 1
@@ -69,18 +72,44 @@ def sha256_file(path: Path) -> str:
 
 
 def save_checkpoint(
-    folder: str | Path, model: nn.Module, config: EncoderConfig, *, extra: Mapping[str, Any] | None = None
+    folder: str | Path,
+    model: nn.Module,
+    config: EncoderConfig,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write ``model``'s weights and ``config`` into ``folder`` atomically (temp folder + rename)."""
+    """Write ``model``'s weights and ``config`` into ``folder`` atomically (temp folder + rename).
+
+    Args:
+        folder: the checkpoint folder (replaced if it exists).
+        model: the encoder.
+        config: how to rebuild it.
+        extra: more JSON-serialisable keys for ``config.json``.
+        tensors: further tensor files, ``name -> state dict``, written as ``<name>.safetensors`` and hashed in
+            ``config.json["files"]`` (read them back with :func:`read_tensors`).
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS))
-        meta = {"format": FORMAT_VERSION, "encoder": config.to_dict(), "sha256": sha256_file(tmp / WEIGHTS)}
+        save_file(_cpu_state(model.state_dict()), str(tmp / WEIGHTS))
+        files = {}
+        for name, state in (tensors or {}).items():
+            filename = f"{name}.safetensors"
+            if filename == WEIGHTS:
+                raise ValueError(f"{filename} is the encoder's own file; pick another name")
+            save_file(_cpu_state(state), str(tmp / filename))
+            files[filename] = sha256_file(tmp / filename)
+        meta: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "encoder": config.to_dict(),
+            "sha256": sha256_file(tmp / WEIGHTS),
+        }
+        if files:
+            meta["files"] = files
         meta.update(dict(extra or {}))
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
         if folder.exists():
@@ -90,6 +119,81 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint folder, checked for format.
+
+    Raises:
+        CheckpointError: missing or unreadable ``config.json``, or another format version.
+    """
+    folder = Path(folder)
+    config_path = folder / CONFIG
+    if not config_path.exists():
+        raise CheckpointError(f"checkpoint {folder} has no {CONFIG}; point to a folder written by pimc-ray")
+    try:
+        meta = json.loads(config_path.read_text())
+        if not isinstance(meta, dict):
+            raise TypeError(f"a JSON {type(meta).__name__}, not an object")
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"checkpoint {folder} has an unreadable {CONFIG} ({err}); re-export it"
+        ) from err
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {folder} has format {meta.get('format')}, expected {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def read_tensors(folder: str | Path, name: str, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of ``<name>.safetensors`` in a checkpoint folder, after checking their hash in ``meta``.
+
+    Raises:
+        CheckpointError: the file is missing, not listed in ``meta["files"]``, corrupt or unreadable.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    filename = f"{name}.safetensors"
+    expected = dict(meta.get("files") or {}).get(filename)
+    path = folder / filename
+    if expected is None or not path.exists():
+        raise CheckpointError(
+            f"checkpoint {folder} has no {filename}; it is not a training checkpoint written by pimc-ray"
+        )
+    if sha256_file(path) != expected:
+        raise CheckpointError(
+            f"checkpoint {folder}: {filename} does not match the hash in {CONFIG} (corrupt or partly written); "
+            "restore it or use an earlier checkpoint"
+        )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"checkpoint {folder}: cannot read {filename} ({err})") from err
+
+
+def read_encoder_config(folder: str | Path) -> EncoderConfig:
+    """The :class:`EncoderConfig` a checkpoint folder holds (what to build before loading its weights).
+
+    Raises:
+        CheckpointError: no readable ``config.json`` or no valid ``encoder`` entry in it.
+    """
+    return _encoder_config(Path(folder), read_meta(folder))
+
+
+def _encoder_config(folder: Path, meta: Mapping[str, Any]) -> EncoderConfig:
+    try:
+        return EncoderConfig.from_dict(meta["encoder"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {folder} has an unreadable {CONFIG} (no valid 'encoder': {err}); re-export it"
+        ) from err
 
 
 def load_checkpoint(
@@ -105,34 +209,27 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    weights, config_path = folder / WEIGHTS, folder / CONFIG
-    for path in (weights, config_path):
-        if not path.exists():
-            raise CheckpointError(
-                f"checkpoint {folder} has no {path.name}; point to a folder written by pimc-ray"
-            )
-    try:
-        meta = json.loads(config_path.read_text())
-        config = EncoderConfig.from_dict(meta["encoder"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(
-            f"checkpoint {folder} has an unreadable {CONFIG} ({err}); re-export it"
-        ) from err
-    if meta.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {folder} has format {meta.get('format')}, expected {FORMAT_VERSION}"
-        )
+    weights = folder / WEIGHTS
+    if not weights.exists():
+        raise CheckpointError(f"checkpoint {folder} has no {WEIGHTS}; point to a folder written by pimc-ray")
+    meta = read_meta(folder)
+    config = _encoder_config(folder, meta)
     if meta.get("sha256") != sha256_file(weights):
         raise CheckpointError(
             f"checkpoint {folder}: {WEIGHTS} does not match the hash in {CONFIG} (corrupt or partly written); "
             "restore it or use an earlier checkpoint"
         )
     if expect is not None and expect.to_dict() | {"seed": 0} != config.to_dict() | {"seed": 0}:
-        raise CheckpointError(
+        raise CheckpointMismatchError(
             f"checkpoint {folder} holds encoder {config.to_dict()}, but {expect.to_dict()} was asked for; "
             "use a matching --encoder configuration or another checkpoint"
         )
-    model = config.build()
+    try:
+        model = config.build()
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint {folder} names an encoder this version cannot build ({err})"
+        ) from err
     try:
         model.load_state_dict(load_file(str(weights)))
     except (RuntimeError, SafetensorError) as err:

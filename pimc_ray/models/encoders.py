@@ -1,6 +1,12 @@
-"""Encoders: the recurrence-plot (RP) encoder, a small ResNet for T x T plots.
+"""Encoders: the recurrence-plot (RP) encoder and the image-patch (RSI) encoder of PIMC.
 
-Shapes: input (N, 3, T, T) float32 recurrence plots (NDVI, EVI, SAVI channels); output (N, embed_dim) float32.
+Shapes:
+
+* ``rp-resnet``: (N, 3, T, T) float32 recurrence plots (NDVI, EVI, SAVI channels) -> (N, embed_dim) float32.
+* ``rsi-cnn``: (N, bands, k, k) float32 surface reflectance of a patch centred on the pixel (all ten
+  Sentinel-2 bands B02..B12 by default) -> (N, embed_dim) float32.
+
+Both report their cost with :func:`pimc_ray.models.flops_per_sample` (tests/models pins the defaults).
 """
 
 from __future__ import annotations
@@ -83,3 +89,70 @@ class RPEncoder(nn.Module):
         # x: (N, C, T, T) -> (N, embed_dim)
         h = self.stages(self.stem(x))
         return self.fc(torch.flatten(self.pool(h), 1))
+
+
+@register_encoder("rsi-cnn")
+class RSIEncoder(nn.Module):
+    """Small CNN over a multispectral patch around a pixel: PIMC's remote-sensing-image (RSI) branch.
+
+    A learnt per-band standardisation (batch norm on the input: reflectances differ by an order of magnitude
+    between bands), a stride-1 3x3 stem that keeps the patch's resolution, then one stage per entry of
+    ``widths`` (``blocks`` basic blocks each; every stage after the first halves the resolution). The output
+    concatenates the global average of the last feature map with its centre cell, so the embedding describes
+    both the pixel's neighbourhood and the pixel itself, then a linear layer maps it to ``embed_dim``. With the
+    defaults (10 bands, 9 x 9 patch, widths 32-64-128) a patch costs about 10.5 MFLOP.
+
+    Args:
+        in_channels: spectral bands of the patch (10: B02 B03 B04 B05 B06 B07 B08 B8A B11 B12).
+        patch_size: side k of the square patch in pixels (odd: the pixel is the centre).
+        widths: channels of each stage.
+        blocks: basic blocks per stage.
+        embed_dim: size of the output embedding.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 10,
+        patch_size: int = 9,
+        widths: Sequence[int] = (32, 64, 128),
+        blocks: int = 1,
+        embed_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        if not widths or blocks < 1 or embed_dim < 1 or in_channels < 1:
+            raise ValueError(
+                f"need widths, blocks >= 1, embed_dim >= 1 and in_channels >= 1; got {widths}, {blocks}, "
+                f"{embed_dim}, {in_channels}"
+            )
+        if patch_size < 1 or patch_size % 2 == 0:
+            raise ValueError(
+                f"patch_size must be odd and positive (the pixel is the centre), got {patch_size}"
+            )
+        self.patch_size = patch_size
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        c_in = widths[0]
+        for i, width in enumerate(widths):
+            for b in range(blocks):
+                layers.append(BasicBlock(c_in, width, stride=2 if (i > 0 and b == 0) else 1))
+                c_in = width
+        self.stages = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * c_in, embed_dim)
+        self.embed_dim = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, bands, k, k) -> (N, embed_dim)
+        if x.shape[-2:] != (self.patch_size, self.patch_size):
+            raise ValueError(
+                f"expected {self.patch_size} x {self.patch_size} patches, got {tuple(x.shape[-2:])}; "
+                "build the encoder with the patch size the pairs were sampled with"
+            )
+        h = self.stages(self.stem(self.norm(x)))  # (N, C, k', k')
+        centre = h[:, :, h.shape[-2] // 2, h.shape[-1] // 2]  # (N, C)
+        return self.fc(torch.cat([torch.flatten(self.pool(h), 1), centre], dim=1))

@@ -106,7 +106,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the archive layout; an archive written by another version is rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MANIFEST = "archive.json"
 _ITEMS = "items.ndjson"
 _GENERATOR = "pimc_ray.testing.archive"

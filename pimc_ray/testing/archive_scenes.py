@@ -108,6 +108,8 @@ _LITTER = np.array([0.035, 0.055, 0.070, 0.095, 0.125, 0.145, 0.160, 0.170, 0.20
 _WATER = np.array([0.055, 0.060, 0.040, 0.028, 0.016, 0.013, 0.011, 0.009, 0.005, 0.004], np.float32)
 _URBAN = np.array([0.100, 0.110, 0.125, 0.135, 0.145, 0.150, 0.160, 0.165, 0.210, 0.190], np.float32)
 _CLOUD = np.array([0.440, 0.440, 0.450, 0.460, 0.470, 0.470, 0.480, 0.480, 0.370, 0.270], np.float32)
+# Relative path reflectance of an aerosol residual per band (about (lambda / 490 nm) ** -1.5).
+_AEROSOL_SHAPE = np.array([1.00, 0.77, 0.62, 0.55, 0.50, 0.46, 0.42, 0.39, 0.20, 0.10], np.float32)
 _CIRRUS = np.array([0.080, 0.070, 0.060, 0.055, 0.050, 0.050, 0.045, 0.045, 0.030, 0.020], np.float32)
 
 # Vegetation and background spectrum of each class id (row 0: nodata, never drawn).
@@ -132,6 +134,13 @@ _PHENOLOGY = np.array([
 # fmt: on
 _MOWING_DOY = np.array([145.0, 190.0, 245.0], np.float32)
 _MOWING_DEPTH, _MOWING_RECOVERY_DAYS = 0.55, 14.0
+_NEVER = 9999.0  # day of a cut that does not happen
+# Per-parcel variation (fields; forest, lake and village cells): onset +-_ONSET_DAYS, end of season
+# +-_LENGTH_DAYS more, the green fraction scaled by _AMPLITUDE; shares of pastures and of catch crops.
+_ONSET_DAYS, _LENGTH_DAYS = 21.0, 14.0
+_NOISE_ABS, _NOISE_REL = 0.005, 0.02
+_AMPLITUDE = (0.65, 1.05)
+_PASTURE_SHARE, _CATCH_SHARE = 0.3, 0.4
 
 _MACRO_CELL, _FIELD_CELL, _WARP_M = 420.0, 180.0, 110.0
 # Kinds of the nine macro cells of each 3 x 3 block (0: farmland cut into fields).
@@ -139,11 +148,11 @@ _MACRO_KINDS = np.array([0, 0, 0, 0, 0, 4, 5, 6, 7], dtype=np.uint8)
 _FIELD_CLASSES = np.array([1, 2, 3, 8], dtype=np.uint8)
 _FIELD_CUMULATIVE = np.array([0.30, 0.60, 0.85], dtype=np.float64)
 
-_CLOUD_SPACING, _CIRRUS_SPACING, _CLOUD_EDGE = 1000.0, 3000.0, 0.05
+_CLOUD_SPACING, _CIRRUS_SPACING, _CLOUD_EDGE = 1000.0, 3000.0, 0.12
 _SHADOW_DEPTH = 0.6
 # Truth thresholds (10 m) and SCL thresholds (on 2 x 2 block means at 20 m).
 _CLOUD_TRUE, _CIRRUS_TRUE, _SHADOW_TRUE = 0.05, 0.2, 0.2
-_SCL_MEDIUM, _SCL_HIGH, _SCL_CIRRUS, _SCL_SHADOW = 0.05, 0.4, 0.2, 0.2
+_SCL_MEDIUM, _SCL_HIGH, _SCL_CIRRUS, _SCL_SHADOW = 0.2, 0.5, 0.3, 0.45
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,10 +239,13 @@ def render_scene(spec: ArchiveSpec, tile_id: str, date: dt.date) -> Scene:
     # (band, y, x) cloud-free surface reflectance
     surface = green * land.vegetation + (1 - green) * (land.background * dynamic)
     rng = np.random.default_rng(stream_key(spec.seed, "pixel-noise", tile_id, date.isoformat()))
-    surface += rng.standard_normal(surface.shape, dtype=np.float32) * np.float32(0.003)
+    # per-date noise: sensor and correction noise plus view-angle (BRDF) effects, ~0.005 + 2 % of the signal
+    noise = rng.standard_normal(surface.shape, dtype=np.float32)
+    surface += noise * (np.float32(_NOISE_ABS) + np.float32(_NOISE_REL) * surface)
 
     cloud, shadow, cirrus = _cloud_layers(spec.seed, tile, date, weather)
     observed = surface * (1 - _SHADOW_DEPTH * shadow)
+    observed = _residual_atmosphere(spec.seed, tile, date, weather, observed)
     observed = observed * (1 - 0.1 * cirrus) + cirrus * _CIRRUS[:, None, None]
     cloud_top = weather.cloud_brightness * _CLOUD[:, None, None] * (0.75 + 0.35 * cloud)
     observed = (1 - cloud) * observed + cloud * cloud_top
@@ -288,7 +300,8 @@ class _Landscape:
     classes: NDArray[np.uint8]  # (y, x)
     phenology: NDArray[np.float32]  # (10, y, x) rows of _PHENOLOGY, timing shifted per field
     amplitude: NDArray[np.float32]  # (y, x) scales g (garden fraction for built-up)
-    mowing: NDArray[np.float32]  # (3, y, x) day of year of the cuts (grassland)
+    mowing: NDArray[np.float32]  # (3, y, x) day of year of the cuts (grassland; _NEVER for none)
+    catch: NDArray[np.float32]  # (3, y, x) catch crop after winter cereal: height, emergence, ploughing day
     vegetation: NDArray[np.float32]  # (band, y, x) vegetation spectrum x vigour x texture
     background: NDArray[np.float32]  # (band, y, x) background spectrum x brightness x texture
 
@@ -322,14 +335,31 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
     def draw(name: str) -> NDArray[np.float32]:
         return hash_uniform(key(name), *parcel).astype(np.float32)
 
-    shift = (draw("shift") - 0.5) * 28.0  # days, +-2 weeks
+    # Timing: sowing (onset) +-3 weeks, season length +-2 weeks, green-up and senescence speed x0.7-1.4.
+    shift = (draw("shift") - 0.5) * (2 * _ONSET_DAYS)
     phenology = _PHENOLOGY[classes].transpose(2, 0, 1).copy()  # (10, y, x)
     phenology[[2, 5, 8]] += shift  # the three onsets s1, s2, s3
-    amplitude = 0.85 + 0.2 * draw("amplitude")
+    phenology[5] += (draw("length") - 0.5) * (2 * _LENGTH_DAYS)  # end of season (harvest, leaf-fall)
+    phenology[[3, 6]] *= 0.7 + 0.7 * draw("speed")
+    amplitude = _AMPLITUDE[0] + (_AMPLITUDE[1] - _AMPLITUDE[0]) * draw("amplitude")
+    amplitude = np.where(classes == 8, 0.5 + 2.5 * draw("weeds"), amplitude)  # from clean fallow to weedy
+    pasture = (classes == 3) & (draw("pasture") < _PASTURE_SHARE)  # grazed, never mown, a lower canopy
+    amplitude = np.where(pasture, 0.8 * amplitude, amplitude)
     garden = np.clip(fbm(key("garden"), xs, ys, 60.0, octaves=2) * 1.1 - 0.25, 0.0, 0.45)
     amplitude = np.where(classes == 7, garden, amplitude).astype(np.float32)
     cuts = [draw(f"cut-{k}") for k in range(3)]
-    mowing = np.stack([d + shift + (c - 0.5) * 16.0 for d, c in zip(_MOWING_DOY, cuts, strict=True)])
+    mowing = np.stack([d + 0.5 * shift + (c - 0.5) * 20.0 for d, c in zip(_MOWING_DOY, cuts, strict=True)])
+    mowing[2] = np.where(draw("third-cut") < 0.4, _NEVER, mowing[2])  # two cuts only
+    mowing[:, pasture] = _NEVER
+    # Some winter cereal fields carry a catch crop (mustard, phacelia) from August until ploughing.
+    has_catch = (classes == 1) & (draw("catch") < _CATCH_SHARE)
+    catch = np.stack(
+        [
+            np.where(has_catch, 0.25 + 0.35 * draw("catch-height"), 0.0),
+            205.0 + 30.0 * draw("catch-emergence"),
+            285.0 + 20.0 * draw("catch-end"),
+        ]
+    ).astype(np.float32)
 
     vigour = 0.92 + 0.16 * draw("vigour")
     canopy = 0.8 + 0.4 * fbm(key("canopy"), xs, ys, 40.0, octaves=2)
@@ -342,7 +372,7 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
 
     vegetation = _VEG_OF_CLASS[classes].transpose(2, 0, 1) * (vigour * texture)
     background = _BACKGROUND_OF_CLASS[classes].transpose(2, 0, 1) * (brightness * texture)
-    arrays = (classes, phenology, amplitude, mowing.astype(np.float32), vegetation, background)
+    arrays = (classes, phenology, amplitude, mowing.astype(np.float32), catch, vegetation, background)
     for a in arrays:
         a.flags.writeable = False
     return _Landscape(*arrays)
@@ -357,6 +387,8 @@ def _green_fraction(land: _Landscape, doy: float) -> NDArray[np.float32]:
         - p[4] * _logistic((doy - p[5]) / p[6])
         + p[7] * _logistic((doy - p[8]) / p[9])
     )
+    c = land.catch
+    green = green + c[0] * (_logistic((doy - c[1]) / 7.0) - _logistic((doy - c[2]) / 5.0))
     since_cut = doy - land.mowing  # (3, y, x)
     recovery = np.exp(-np.maximum(since_cut, 0) / _MOWING_RECOVERY_DAYS)
     dips = np.where(since_cut >= 0, _MOWING_DEPTH * recovery, 0)
@@ -384,6 +416,10 @@ class _Weather:
     moisture: float  # soil darkening after rain
     turbidity: float  # water brightness factor
     haze: NDArray[np.float32]  # (band,) residual atmospheric gain
+    aerosol: float = (
+        0.0  # path reflectance at 490 nm left by the atmospheric correction (mean over the scene)
+    )
+    veil: float = 0.0  # opacity of thin haze that SCL does not flag (0 on dates without)
 
 
 def _weather(seed: int, cloud_rate: float, date: dt.date) -> _Weather:
@@ -401,6 +437,10 @@ def _weather(seed: int, cloud_rate: float, date: dt.date) -> _Weather:
     else:
         fraction = 0.02 * u_amount
     has_cirrus = cloud_rate > 0 and u_cirrus < 0.15
+    u_aerosol, u_aerosol_amount, u_veil, u_veil_amount = rng.random(4)
+    aerosol = 0.02 + 0.04 * u_aerosol_amount if u_aerosol < 0.2 else 0.012 * u_aerosol_amount
+    veil = 0.03 + 0.09 * u_veil_amount if u_veil < 0.18 else 0.0
+    clean = cloud_rate == 0  # an ideal atmosphere: no clouds, no residuals
     return _Weather(
         cloud_fraction=float(fraction),
         cloud_brightness=float(0.9 + 0.4 * rng.random()),
@@ -409,7 +449,9 @@ def _weather(seed: int, cloud_rate: float, date: dt.date) -> _Weather:
         cirrus_strength=float(0.6 + 0.4 * rng.random()),
         moisture=float(0.92 + 0.08 * rng.random()),
         turbidity=float(0.8 + 0.5 * rng.random()),
-        haze=(1 + 0.01 * rng.standard_normal(len(BANDS))).astype(np.float32),
+        haze=(1 + 0.02 * rng.standard_normal(len(BANDS))).astype(np.float32),
+        aerosol=0.0 if clean else float(aerosol),
+        veil=0.0 if clean else float(veil),
     )
 
 
@@ -435,6 +477,27 @@ def _cloud_layers(
         veil = _ramp(fbm(stream_key(key, "cirrus"), xs, ys, _CIRRUS_SPACING), threshold, 0.08)
         cirrus = (veil * weather.cirrus_strength).astype(np.float32)
     return cloud, shadow, cirrus
+
+
+def _residual_atmosphere(
+    seed: int, tile: TileInfo, date: dt.date, weather: _Weather, ground: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """What the atmospheric correction and SCL leave in: aerosol path reflectance and thin unflagged haze.
+
+    The aerosol residual adds a smooth, spectrally decreasing path reflectance (about ``lambda ** -1.5``, from
+    ``weather.aerosol`` at 490 nm) and dims the ground a little; the veil is a thin cloud-bright layer of
+    opacity up to ``weather.veil``. Neither is seen by SCL (it is computed from the cloud layers only), as
+    real L2A products let haze and thin cloud edges through. Both vary over a few kilometres.
+    """
+    xs, ys = tile.pixel_centres()
+    key = stream_key(seed, "atmosphere", tile.epsg, date.isoformat())
+    if weather.aerosol > 0:
+        load = weather.aerosol * (0.4 + 1.2 * fbm(stream_key(key, "aerosol"), xs, ys, 2500.0, octaves=2))
+        ground = ground * (1 - 2 * load) + load * _AEROSOL_SHAPE[:, None, None]
+    if weather.veil > 0:
+        veil = weather.veil * fbm(stream_key(key, "veil"), xs, ys, 1500.0, octaves=3)
+        ground = (1 - veil) * ground + veil * _CLOUD[:, None, None]
+    return ground.astype(np.float32)
 
 
 @lru_cache(maxsize=1)

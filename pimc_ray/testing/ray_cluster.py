@@ -23,6 +23,14 @@ from pimc_ray.testing.stac_server import free_port, wait_until_up
 
 logger = logging.getLogger(__name__)
 
+#: Ray settings for a cluster that lives on 127.0.0.1 only: no telemetry, no cluster-wide token (Ray 2.60 turns
+#: token authentication on as soon as ~/.ray/auth_token exists, and the dashboard then refuses plain requests).
+LOOPBACK_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
+
 
 def wait_for_job_agent(address: str, *, timeout: float = 120.0) -> None:
     """Block until the cluster at ``address`` (dashboard URL) accepts and runs a job.
@@ -60,8 +68,9 @@ class LocalRayHead:
     and is removed afterwards.
     """
 
-    def __init__(self, *, num_cpus: int = 2) -> None:
+    def __init__(self, *, num_cpus: int = 2, env: dict[str, str] | None = None) -> None:
         self.num_cpus = num_cpus
+        self.env = dict(env or {})  # e.g. S3 endpoint and credentials, inherited by jobs and workers
         self.dashboard_port = free_port()
         self.gcs_port = free_port()
         self.temp_dir: Path | None = None
@@ -74,17 +83,33 @@ class LocalRayHead:
 
     def start(self) -> LocalRayHead:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="pimc-ray-", dir="/tmp"))
-        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {
+            **os.environ,
+            **self.env,
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
         ray_cli = str(Path(sys.executable).parent / "ray")
         with open(self.temp_dir / "ray-start.log", "wb") as log:
             self.process = subprocess.Popen(
                 [
-                    ray_cli, "start", "--head", "--block", f"--num-cpus={self.num_cpus}", f"--port={self.gcs_port}",
-                    "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={self.dashboard_port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+                    ray_cli,
+                    "start",
+                    "--head",
+                    "--block",
+                    f"--num-cpus={self.num_cpus}",
+                    f"--port={self.gcs_port}",
+                    "--node-ip-address=127.0.0.1",
+                    "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={self.dashboard_port}",
+                    f"--temp-dir={self.temp_dir}",
+                    "--disable-usage-stats",
                 ],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             wait_until_up(f"{self.address}/api/version", timeout=120, process=self.process)
             wait_for_job_agent(self.address)

@@ -9,13 +9,21 @@ import torch
 from pimc_ray.errors import CheckpointError
 from pimc_ray.models import EncoderConfig, flops_per_sample, load_checkpoint, save_checkpoint
 from pimc_ray.models.heads import LinearClassifier
+from pimc_ray.models.pimc import DEFAULT_RSI_PARAMS
 
 GOLDEN = Path(__file__).parent.parent / "data" / "golden" / "rp_resnet_default.npy"
+GOLDEN_RSI = Path(__file__).parent.parent / "data" / "golden" / "rsi_cnn_default.npy"
+RSI = EncoderConfig(name="rsi-cnn", params=DEFAULT_RSI_PARAMS)
 
 
 def golden_input() -> torch.Tensor:
     rng = np.random.default_rng(1234)
     return torch.from_numpy(rng.random((4, 3, 36, 36), dtype=np.float32) * 2.0)
+
+
+def golden_patches() -> torch.Tensor:
+    rng = np.random.default_rng(4321)
+    return torch.from_numpy(rng.random((4, 10, 9, 9), dtype=np.float32) * 0.5)  # reflectance-like
 
 
 def test_default_rp_encoder_matches_golden_output():
@@ -31,6 +39,29 @@ def test_default_rp_encoder_matches_golden_output():
 def write_golden() -> None:
     with torch.no_grad():
         np.save(GOLDEN, EncoderConfig().build().eval()(golden_input()).numpy())
+        np.save(GOLDEN_RSI, RSI.build().eval()(golden_patches()).numpy())
+
+
+def test_default_rsi_encoder_matches_golden_output():
+    model = RSI.build().eval()
+    with torch.no_grad():
+        out = model(golden_patches()).numpy()
+    assert out.shape == (4, 64)
+    np.testing.assert_allclose(out, np.load(GOLDEN_RSI), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="9 x 9 patches"):
+        model(torch.rand(1, 10, 7, 7))
+
+
+def test_rsi_cost_by_hand():
+    """10-band 9 x 9 patch: stem, a stride-1 stage and two stride-2 stages (9 -> 5 -> 3), fc on 2 x 128."""
+    mflop = flops_per_sample(RSI.build(), (10, 9, 9)) / 1e6
+    stem = 9 * 9 * 32 * 90
+    stage1 = 2 * 9 * 9 * 32 * 288
+    stage2 = 5 * 5 * 64 * (288 + 576 + 32)
+    stage3 = 3 * 3 * 128 * (576 + 1152 + 64)
+    assert mflop == pytest.approx(2 * (stem + stage1 + stage2 + stage3 + 256 * 64) / 1e6)  # 10.48
+    big = EncoderConfig(name="rsi-cnn", params={**DEFAULT_RSI_PARAMS, "patch_size": 15}).build()
+    assert flops_per_sample(big, (10, 15, 15)) / 1e6 == pytest.approx(24.3, abs=0.05)
 
 
 def test_initialisation_is_seeded_and_does_not_touch_the_global_rng():

@@ -227,10 +227,11 @@ def test_class_phenology_and_spectra_differ() -> None:
     assert water[BANDS.index("B08")] < 0.03 and water[BANDS.index("B12")] < 0.02
 
 
-def test_scl_flags_cover_the_clouds() -> None:
+def test_scl_flags_most_clouds_and_misses_what_sen2cor_misses() -> None:
+    """SCL catches opaque clouds and most shadows, and lets faint edges, thin cirrus and haze through."""
     spec = ArchiveSpec()
     cloud = flagged = shadow = shadow_flagged = clear = false_alarm = 0
-    covers = []
+    covers, per_scene = [], []
     for tile in spec.tiles:
         for date in acquisition_dates(spec):
             scene = render_scene(spec, tile, date)
@@ -243,14 +244,50 @@ def test_scl_flags_cover_the_clouds() -> None:
             clear += scene.clear_mask.sum()
             false_alarm += (is_cloud & scene.clear_mask).sum()
             if scene.cloud_mask.mean() > 0.02:
-                assert (is_cloud & scene.cloud_mask).sum() / scene.cloud_mask.sum() > 0.9, (tile, date)
+                per_scene.append((is_cloud & scene.cloud_mask).sum() / scene.cloud_mask.sum())
             covers.append(scene.cloud_cover)
-    assert 0.95 <= flagged / cloud < 1.0  # a few faint edges are missed, as in the real SCL
-    assert shadow_flagged / shadow >= 0.9
+    assert 0.88 <= flagged / cloud < 0.97  # faint edges and thin cirrus are missed, as by the real SCL
+    assert np.mean(np.array(per_scene) > 0.7) > 0.8  # most cloudy scenes are mostly flagged
+    assert 0.6 <= shadow_flagged / shadow < 0.85  # shadows are missed more often than clouds
     assert false_alarm / clear < 0.05
     covers_array = np.array(covers)
     assert (covers_array < 1).mean() > 0.1 and (covers_array > 85).mean() > 0.05  # clear and overcast dates
     assert 15 < covers_array.mean() < 50
+
+
+def test_fields_of_one_crop_differ_in_timing_and_management() -> None:
+    """Catch crops after some winter cereal fields, per-field timing: one class, several calendars."""
+    spec = ArchiveSpec(tile_size=128, tiles=("32TQR",), cloud_rate=0.0)
+    labels = label_raster(spec, "32TQR")
+
+    def ndvi(date: dt.date) -> np.ndarray:
+        scene = render_scene(spec, "32TQR", date)
+        red, nir = scene.band("B04"), scene.band("B08")
+        return (nir - red) / (nir + red)
+
+    after_harvest, catch_crops = ndvi(dt.date(2022, 7, 21)), ndvi(dt.date(2022, 9, 10))
+    assert np.mean(after_harvest[labels == 1] > 0.4) < 0.2
+    assert 0.2 < np.mean(catch_crops[labels == 1] > 0.4) < 0.7  # some fields green again, most not
+    emergence = ndvi(dt.date(2022, 6, 12))[labels == 2]  # maize sown over several weeks
+    assert np.percentile(emergence, 90) - np.percentile(emergence, 10) > 0.2
+
+
+def test_residual_atmosphere_is_left_in_and_absent_from_a_clean_archive() -> None:
+    """Aerosol residuals and unflagged haze change clear-sky reflectance; cloud_rate=0 is an ideal atmosphere."""
+    hazy, clean = (
+        ArchiveSpec(tile_size=64, tiles=("32TQR",)),
+        ArchiveSpec(tile_size=64, tiles=("32TQR",), cloud_rate=0.0),
+    )
+    gaps = []
+    for date in acquisition_dates(hazy):
+        a, b = render_scene(hazy, "32TQR", date), render_scene(clean, "32TQR", date)
+        unflagged = a.clear_mask & ~np.isin(a.scl.repeat(2, 0).repeat(2, 1), (3, 8, 9, 10))
+        gaps.append(
+            float(np.median(a.band("B02")[unflagged] - b.band("B02")[unflagged])) if unflagged.any() else 0.0
+        )
+    gaps_array = np.array(gaps)
+    assert (gaps_array > 0.01).sum() >= 3  # hazy dates brighten the blue band of pixels SCL calls clear
+    assert np.abs(np.median(gaps_array)) < 0.01  # most dates are nearly clean
 
 
 # --- the built archive --------------------------------------------------------------------------------------

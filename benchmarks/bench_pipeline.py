@@ -1,0 +1,121 @@
+"""End-to-end mapping throughput with a breakdown by stage, against the encoder alone, in one process.
+
+On the benchmark archive (1024-pixel tiles, built once into ``.cache/bench-archive``) and an AOI with the demo's
+pixel count, this script times, in one process and on the same windows:
+
+* ``read``: STAC items -> stackstac -> harmonise, mask -> regular grid (``SeriesReader``);
+* ``indices + plots``: NDVI/EVI/SAVI and recurrence plots of every valid pixel (``rp_from_reflectance``);
+* ``encoder``: the RP encoder on those plots (the "encoder-only" throughput);
+* ``write``: classification, per-tile COG writers, COG conversion and publishing to a local store;
+* ``end to end``: the whole embedding job (``map_aoi``, in-process, no head), run separately.
+
+and reports pixels per second of each, and the ratio of end-to-end to encoder-only throughput.
+
+    python benchmarks/bench_pipeline.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_memory import DEMO_PIXELS, SPEC, aoi_for  # noqa: E402
+
+from pimc_ray.aoi import load_aoi  # noqa: E402
+from pimc_ray.infer import SeriesReader  # noqa: E402
+from pimc_ray.models import EncoderConfig  # noqa: E402
+from pimc_ray.pipeline import MapRequest, map_aoi  # noqa: E402
+from pimc_ray.recurrence import rp_from_reflectance  # noqa: E402
+from pimc_ray.runner import Parallelism, bound_gdal_cache  # noqa: E402
+from pimc_ray.series import SeriesSpec  # noqa: E402
+from pimc_ray.stac import DateRange, search_items  # noqa: E402
+from pimc_ray.storage import open_store  # noqa: E402
+from pimc_ray.testing.archive import build_archive  # noqa: E402
+from pimc_ray.testing.stac_server import LocalStacServer  # noqa: E402
+from pimc_ray.tile_outputs import TileWriters, products  # noqa: E402
+from pimc_ray.tiles import TileGrid  # noqa: E402
+
+
+def main() -> int:
+    bound_gdal_cache(64)
+    archive = build_archive(ROOT / ".cache" / "bench-archive", SPEC)
+    spec = SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)))
+    aoi = load_aoi(aoi_for(DEMO_PIXELS))
+    model = EncoderConfig().build().eval()
+    threads = torch.get_num_threads()
+    with LocalStacServer(archive.items_path) as server, tempfile.TemporaryDirectory() as tmp:
+        items = search_items(aoi, spec.dates, stac_url=server.url)
+        tiles = TileGrid(1024).tiles(aoi)
+        tasks = [(t, w) for t in tiles for w in t.windows(128)]
+        reader = SeriesReader(spec, items)
+
+        t0 = time.perf_counter()
+        series = [reader(g, w) for g, w in tasks]
+        t_read = time.perf_counter() - t0
+
+        t_plots = t_encoder = 0.0
+        embeddings = []
+        pixels = 0
+        with torch.inference_mode():
+            for (grid, window), s in zip(tasks, series, strict=True):
+                inside = grid.inside(window).reshape(-1)
+                ok = np.flatnonzero(np.isfinite(s.values).all(axis=(0, 1)) & inside)
+                by_band = np.ascontiguousarray(s.values[:, :, ok].transpose(1, 2, 0))
+                emb = np.full((window.pixels, model.embed_dim), np.nan, np.float32)
+                for start in range(0, len(ok), 1024):
+                    b = by_band[:, start : start + 1024]
+                    t1 = time.perf_counter()
+                    plots = torch.from_numpy(rp_from_reflectance(b[0], b[1], b[2]))
+                    t2 = time.perf_counter()
+                    emb[ok[start : start + len(plots)]] = model(plots).numpy()
+                    t_encoder += time.perf_counter() - t2
+                    t_plots += t2 - t1
+                pixels += len(ok)
+                embeddings.append(emb.T.reshape(model.embed_dim, window.height, window.width))
+
+        from pimc_ray.infer import WindowResult
+
+        store = open_store(Path(tmp) / "stages")
+        prods = products(model.embed_dim, with_classes=False)
+        t0 = time.perf_counter()
+        writers = {t.tile_id: TileWriters(t, Path(tmp), prods, model.embed_dim, None, {}) for t in tiles}
+        for (grid, window), s, e in zip(tasks, series, embeddings, strict=True):
+            writers[grid.tile_id].write(
+                WindowResult(window, e, s.valid_count.reshape(window.height, window.width))
+            )
+        for w in writers.values():
+            w.publish(store)
+        t_write = time.perf_counter() - t0
+
+        request = MapRequest(aoi, spec, server.url, str(Path(tmp) / "e2e"), parallel=Parallelism(workers=0))
+        t0 = time.perf_counter()
+        summary = map_aoi(request, progress=lambda _msg: None)
+        t_e2e = time.perf_counter() - t0
+
+    rate = lambda seconds: pixels / seconds  # noqa: E731
+    print(
+        f"{pixels:,} valid pixels, {len(tasks)} windows of 128 px in {len(tiles)} tile(s); torch threads {threads}"
+    )
+    print("| stage | seconds | pixels/s | share of stage time |")
+    print("|---|---:|---:|---:|")
+    stages = {"read": t_read, "indices + plots": t_plots, "encoder": t_encoder, "write": t_write}
+    total = sum(stages.values())
+    for name, seconds in stages.items():
+        print(f"| {name} | {seconds:.1f} | {rate(seconds):,.0f} | {100 * seconds / total:.0f} % |")
+    print(f"| end to end (map_aoi) | {t_e2e:.1f} | {summary.pixels / t_e2e:,.0f} | |")
+    print(f"\nend-to-end / encoder-only throughput: {(summary.pixels / t_e2e) / rate(t_encoder):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

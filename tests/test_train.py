@@ -1,0 +1,257 @@
+"""Pretraining on Ray Train: schedule, storage, and a run that stops and resumes from its checkpoint's step."""
+
+import contextlib
+import dataclasses
+import datetime as dt
+import glob
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely.geometry
+import torch
+
+from pimc_ray.errors import CheckpointError, CheckpointMismatchError
+from pimc_ray.models import EncoderConfig, PIMCConfig, load_checkpoint, load_training_checkpoint
+from pimc_ray.pairs import PairSpec, PairStream, training_tasks
+from pimc_ray.series import SeriesSpec
+from pimc_ray.stac import DateRange
+from pimc_ray.testing.archive import tile_info
+from pimc_ray.tiles import OutputGrid
+from pimc_ray.train import (
+    RunSpec,
+    TrainConfig,
+    checkpoint_step,
+    checkpoints,
+    export_encoder,
+    pretrain,
+    resume_step,
+    storage_filesystem,
+    visits_needed,
+)
+from tests.specs import TEST_SPEC
+
+SERIES = SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)))
+TINY = PIMCConfig(
+    rp=EncoderConfig(params={"widths": [8, 16], "blocks": 1, "embed_dim": 16}),
+    rsi=EncoderConfig(
+        name="rsi-cnn", params={"in_channels": 10, "patch_size": 3, "widths": [8], "embed_dim": 16}
+    ),
+    projection={"name": "mlp", "params": {"out_dim": 8, "hidden": 16}},
+)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    config = TrainConfig(steps=100, warmup_steps=10, lr=1e-3)
+    assert config.lr_at(0) == pytest.approx(1e-4) and config.lr_at(9) == pytest.approx(1e-3)
+    assert config.lr_at(10) == pytest.approx(1e-3) and config.lr_at(55) == pytest.approx(5e-4)
+    assert config.lr_at(100) == pytest.approx(0.0, abs=1e-12)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+
+
+def test_storage_is_a_local_folder_or_s3(tmp_path):
+    path, fs = storage_filesystem(str(tmp_path / "runs"))
+    assert path == str((tmp_path / "runs").resolve()) and fs is None
+    path, fs = storage_filesystem("s3://bucket/prefix", endpoint="http://127.0.0.1:8333")
+    assert path == "bucket/prefix" and type(fs).__name__ == "S3FileSystem"
+    with pytest.raises(ValueError, match="s3://"):
+        storage_filesystem("gs://bucket")
+    assert (
+        checkpoint_step("step_00000120") == 120
+        and checkpoint_step("checkpoint_manager_snapshot.json") is None
+    )
+
+
+def test_s3_storage_signs_multipart_uploads_with_the_environment_keys(s3, monkeypatch):
+    """pyarrow sends checkpoint parts as aws-chunked UploadPart requests: SeaweedFS must know the key pair."""
+    from pyarrow import fs
+
+    path, filesystem = storage_filesystem(f"s3://pimc-test/fs-{uuid.uuid4().hex[:8]}/")
+    data = os.urandom(6 << 20)  # over pyarrow's 5 MiB part size: two parts
+    with filesystem.open_output_stream(f"{path}/blob.bin") as out:
+        out.write(data)
+    with filesystem.open_input_stream(f"{path}/blob.bin") as src:
+        assert src.read() == data
+    assert filesystem.get_file_info(fs.FileSelector(path))[0].size == len(data)
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    _, wrong = storage_filesystem(f"s3://{path}")
+    with pytest.raises(OSError, match="SIGNATURE|ACCESS_DENIED|AccessDenied"):
+        with wrong.open_output_stream(f"{path}/refused.bin") as out:
+            out.write(b"x")
+    secret = s3.env()["AWS_SECRET_ACCESS_KEY"]
+    assert secret not in (s3.data_dir / "weed.log").read_text(errors="replace")
+    assert secret not in repr(s3)
+
+
+def test_visits_skip_what_earlier_steps_consumed():
+    stream = PairStream([], [], PairSpec(SERIES, pixels_per_window=64))
+    config = TrainConfig(steps=10, batch_size=32)
+    assert visits_needed(config, stream, 0) == (0, 9)  # ceil(1.25 x 10 x 32 pairs / 64 per visit) + 2
+    assert visits_needed(config, stream, 6)[0] == 3
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """An in-process Ray with 2 CPUs on loopback and its own short temporary folder, shut down afterwards."""
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="pr-", dir="/tmp")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def tiny_stream(archive) -> PairStream:
+    tile = tile_info(TEST_SPEC, "32TQR")
+    grid = OutputGrid(tile.epsg, tile.bounds, 10.0, shapely.geometry.box(*tile.bounds))
+    spec = PairSpec(SERIES, patch_size=3, window_size=32, pixels_per_window=48)
+    return PairStream(archive.read_items("sentinel-2-l2a"), training_tasks([grid], 32), spec, reader_cpus=1)
+
+
+def adam_steps(folder) -> set[int]:
+    """The step counters AdamW keeps per parameter: how many optimizer steps the weights have seen."""
+    state = load_training_checkpoint(folder).optimizer_state["state"]
+    return {int(s["step"]) for s in state.values()}
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_from_its_checkpoint_step(local_ray, sample_archive, tmp_path):
+    stream = tiny_stream(sample_archive)
+    run = RunSpec(name="resume", storage_path=str(tmp_path / "runs"), workers=2, cpus_per_worker=0.5)
+    first = TrainConfig(
+        model=TINY, steps=4, batch_size=16, checkpoint_every=2, warmup_steps=1, shuffle_buffer=64
+    )
+    result = pretrain(stream, first, run, export_to=tmp_path / "encoder-4")
+    assert result.step == 4 and result.metrics["step"] == 4 and np.isfinite(result.metrics["loss"])
+    assert [s for s, _ in checkpoints(run)] == [4, 2]
+    assert adam_steps(result.checkpoint) == {4}
+
+    # the job is resubmitted with more steps: it continues from step 4, not from scratch
+    more = dataclasses.replace(first, steps=6)
+    again = pretrain(stream, more, run, export_to=tmp_path / "encoder-6")
+    assert again.step == 6
+    state = load_training_checkpoint(again.checkpoint)
+    assert state.step == 6 and state.meta["started_at"] == 4
+    assert adam_steps(again.checkpoint) == {6}  # 4 restored + 2 new optimizer steps
+    assert [s for s, _ in checkpoints(run)] == [6, 4, 2]
+
+    # the export is an encoder checkpoint of the RP encoder at that step, loadable by the mapping job
+    encoder, meta = load_checkpoint(tmp_path / "encoder-6", expect=TINY.rp)
+    assert meta["trained"]["step"] == 6 and meta["kind"] == "pimc-encoder"
+    with torch.no_grad():
+        x = torch.rand(2, 3, 36, 36)
+        assert torch.equal(encoder(x), state.model.rp.eval()(x))
+
+    # a finished run resubmitted does nothing but export again
+    done = pretrain(stream, more, run)
+    assert done.step == 6 and done.checkpoint.endswith("step_00000006")
+
+    # another model under the same run name is refused before any worker starts
+    other = dataclasses.replace(
+        more, model=dataclasses.replace(TINY, projection={"name": "mlp", "params": {"out_dim": 4}})
+    )
+    with pytest.raises(CheckpointMismatchError, match="resume with the same model"):
+        pretrain(stream, dataclasses.replace(other, steps=8), run)
+
+    # a checkpoint left incomplete (a job killed while it was copied) is skipped: Ray never registered it
+    latest = Path(again.checkpoint)
+    data = bytearray((latest / "optimizer.safetensors").read_bytes())
+    (latest / "optimizer.safetensors").write_bytes(bytes(data[: len(data) // 2]))
+    messages = []
+    assert resume_step(run, TINY, messages.append) == (str(tmp_path / "runs" / "resume" / "step_00000004"), 4)
+    assert "optimizer.safetensors" in messages[0] and "corrupt" in messages[0]
+
+
+def leftover_copies(run_name: str, keep: Path) -> list[str]:
+    """Folders in the temporary directory, outside ``keep``, still holding a checkpoint of ``run_name``."""
+    tmp = tempfile.gettempdir()
+    found = []
+    for pattern in ("*/config.json", "*/*/config.json", "*/*/*/config.json"):
+        for config in glob.glob(os.path.join(tmp, pattern)):
+            if Path(config).resolve().is_relative_to(keep.resolve()):
+                continue
+            with contextlib.suppress(OSError):
+                if f'"run": "{run_name}"' in Path(config).read_text(errors="replace"):
+                    found.append(os.path.dirname(config))
+    return found
+
+
+@pytest.mark.slow
+def test_checkpoints_in_s3_resume_and_export(local_ray, s3, sample_archive, tmp_path):
+    import boto3
+
+    stream = tiny_stream(sample_archive)
+    prefix = f"runs-{uuid.uuid4().hex[:8]}"
+    name = f"s3-{prefix}"
+    run = RunSpec(name=name, storage_path=f"s3://pimc-test/{prefix}", workers=2, cpus_per_worker=0.5)
+    first = TrainConfig(
+        model=TINY, steps=2, batch_size=16, checkpoint_every=2, warmup_steps=1, shuffle_buffer=64
+    )
+    result = pretrain(stream, first, run)
+    assert result.step == 2 and result.checkpoint == f"pimc-test/{prefix}/{name}/step_00000002"
+    client = boto3.client("s3")  # endpoint and keys from the environment, as the job's
+    listed = client.list_objects_v2(Bucket="pimc-test", Prefix=f"{prefix}/{name}/")
+    keys = {o["Key"] for o in listed.get("Contents", [])}
+    files = ("config.json", "model.safetensors", "pimc.safetensors", "optimizer.safetensors")
+    assert {f"{prefix}/{name}/step_00000002/{f}" for f in files} <= keys
+    assert [s for s, _ in checkpoints(run)] == [2]
+
+    # resubmitted with more steps, it continues from the step in the bucket, and exports to a local folder
+    again = pretrain(stream, dataclasses.replace(first, steps=4), run, export_to=tmp_path / "encoder")
+    assert again.step == 4 and [s for s, _ in checkpoints(run)] == [4, 2]
+    local = tmp_path / "step_4"
+    local.mkdir()
+    for f in files:
+        client.download_file("pimc-test", f"{prefix}/{name}/step_00000004/{f}", str(local / f))
+    state = load_training_checkpoint(local)
+    assert state.step == 4 and state.meta["started_at"] == 2 and adam_steps(local) == {4}
+    encoder, meta = load_checkpoint(tmp_path / "encoder", expect=TINY.rp)
+    assert meta["trained"]["step"] == 4 and meta["trained"]["from"] == again.checkpoint
+    with torch.no_grad():
+        x = torch.rand(2, 3, 36, 36)
+        assert torch.equal(encoder(x), state.model.rp.eval()(x))
+    # no copy of a checkpoint is left in the temporary directory (written by rank 0, read back for resuming)
+    assert leftover_copies(name, keep=tmp_path) == []
+
+
+def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path):
+    from pimc_ray.models import save_checkpoint
+
+    folder = save_checkpoint(tmp_path / "enc", TINY.rp.build(), TINY.rp)
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        export_encoder(str(folder), tmp_path / "out")
+    assert json.loads((folder / "config.json").read_text())["encoder"]["name"] == "rp-resnet"
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_head_fitting_on_ray_data_actors_matches_this_process(local_ray, sample_archive):
+    from pimc_ray.labels import LabelledSampler, StacLabels, fit_head
+
+    tile = tile_info(TEST_SPEC, "33TTL")
+    grid = OutputGrid(tile.epsg, tile.bounds, 10.0, shapely.geometry.box(*tile.bounds))
+    source = StacLabels(tuple(sample_archive.read_items("pimc-sample-labels")))
+    sampler = LabelledSampler(
+        SERIES, sample_archive.read_items("sentinel-2-l2a"), TINY.rp, None, source, per_class=10_000
+    )
+    local_head, local_stats = fit_head(sampler, [grid], window_size=64, workers=0)
+    ray_head, ray_stats = fit_head(sampler, [grid], window_size=64, workers=2)
+    assert ray_stats["per_class"] == local_stats["per_class"]  # the same pixels, gathered in another order
+    assert local_stats["pixels"] > 10_000  # every labelled pixel of the tile
+    assert ray_stats["train_accuracy"] == pytest.approx(local_stats["train_accuracy"], abs=0.01)
+    assert ray_head.class_ids == local_head.class_ids == list(range(1, 9))
+    np.testing.assert_allclose(ray_head.mean.numpy(), local_head.mean.numpy(), rtol=1e-5)
