@@ -132,10 +132,12 @@ class COGWriter:
                 "OVERVIEWS": "AUTO",
                 "RESAMPLING": "NEAREST",
                 "BIGTIFF": "IF_SAFER",
+                "SPARSE_OK": "TRUE",  # blocks never written (outside the AOI) stay absent and read as nodata
             }
             if self.dtype.kind in "iuf":
                 options["PREDICTOR"] = "YES"
-            with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb):
+            # rasterio.Env takes GDAL_CACHEMAX in bytes (GDALSetCacheMax64), unlike the environment variable (MB)
+            with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 1024 * 1024):
                 rasterio.shutil.copy(self._part, cog, driver="COG", **options)
             valid, errors, _ = cog_validate(str(cog), quiet=True)
             if not valid:
