@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from pimc_ray.aoi import load_aoi  # noqa: E402
 from pimc_ray.entrypoints import GDAL_CACHE_MB  # noqa: E402
-from pimc_ray.runner import AreaRequest, Parallelism, bound_gdal_cache  # noqa: E402
+from pimc_ray.runner import AreaRequest, Parallelism, bound_memory  # noqa: E402
 from pimc_ray.series import SeriesSpec  # noqa: E402
 from pimc_ray.stac import DateRange  # noqa: E402
 from pimc_ray.testing.archive import ArchiveSpec, build_archive, tile_info  # noqa: E402
@@ -63,7 +63,7 @@ def peak_rss_mb() -> float:
 
 def child(args: argparse.Namespace) -> int:
     """Run one job in this (fresh) process and print its peak RSS as JSON."""
-    bound_gdal_cache(GDAL_CACHE_MB)  # as the jobs' entry points do
+    bound_memory(GDAL_CACHE_MB)  # as the jobs' entry points do
     request_kwargs = {
         "aoi": load_aoi(aoi_for(int(args.pixels))),
         "spec": SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31))),

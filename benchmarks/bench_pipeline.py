@@ -9,13 +9,16 @@ pixel count, this script times, in one process and on the same windows:
 * ``write``: classification, per-tile COG writers, COG conversion and publishing to a local store;
 * ``end to end``: the whole embedding job (``map_aoi``, in-process, no head), run separately.
 
-and reports pixels per second of each, and the ratio of end-to-end to encoder-only throughput.
+and reports pixels per second of each, and the ratio of end-to-end to encoder-only throughput. With
+``--ray-workers N`` it also runs the job on a local Ray (N encoder actors, the Ray Data pipeline) after a
+warm-up run that starts Ray, so the figure is the pipeline's, not Ray's start-up.
 
-    python benchmarks/bench_pipeline.py
+    python benchmarks/bench_pipeline.py [--ray-workers 2]
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import sys
 import tempfile
@@ -36,7 +39,7 @@ from pimc_ray.infer import SeriesReader  # noqa: E402
 from pimc_ray.models import EncoderConfig  # noqa: E402
 from pimc_ray.pipeline import MapRequest, map_aoi  # noqa: E402
 from pimc_ray.recurrence import rp_from_reflectance  # noqa: E402
-from pimc_ray.runner import Parallelism, bound_gdal_cache  # noqa: E402
+from pimc_ray.runner import Parallelism, bound_memory  # noqa: E402
 from pimc_ray.series import SeriesSpec  # noqa: E402
 from pimc_ray.stac import DateRange, search_items  # noqa: E402
 from pimc_ray.storage import open_store  # noqa: E402
@@ -47,10 +50,16 @@ from pimc_ray.tiles import TileGrid  # noqa: E402
 
 
 def main() -> int:
-    bound_gdal_cache(64)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--ray-workers", type=int, default=0, help="also time the job on a local Ray with N actors"
+    )
+    p.add_argument("--scale", type=float, default=1.0, help="AOI pixels as a multiple of the demo's")
+    args = p.parse_args()
+    bound_memory(64)
     archive = build_archive(ROOT / ".cache" / "bench-archive", SPEC)
     spec = SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)))
-    aoi = load_aoi(aoi_for(DEMO_PIXELS))
+    aoi = load_aoi(aoi_for(int(DEMO_PIXELS * args.scale)))
     model = EncoderConfig().build().eval()
     threads = torch.get_num_threads()
     with LocalStacServer(archive.items_path) as server, tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +111,20 @@ def main() -> int:
         summary = map_aoi(request, progress=lambda _msg: None)
         t_e2e = time.perf_counter() - t0
 
+        t_ray = None
+        if args.ray_workers:
+            import ray
+
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            parallel = Parallelism(workers=args.ray_workers)
+            warm = MapRequest(aoi, spec, server.url, str(Path(tmp) / "warm"), parallel=parallel)
+            map_aoi(warm, progress=lambda _msg: None)  # starts Ray's workers and actors once
+            request = MapRequest(aoi, spec, server.url, str(Path(tmp) / "ray"), parallel=parallel)
+            t0 = time.perf_counter()
+            map_aoi(request, progress=lambda _msg: None)
+            t_ray = time.perf_counter() - t0
+            ray.shutdown()
+
     rate = lambda seconds: pixels / seconds  # noqa: E731
     print(
         f"{pixels:,} valid pixels, {len(tasks)} windows of 128 px in {len(tiles)} tile(s); torch threads {threads}"
@@ -112,8 +135,18 @@ def main() -> int:
     total = sum(stages.values())
     for name, seconds in stages.items():
         print(f"| {name} | {seconds:.1f} | {rate(seconds):,.0f} | {100 * seconds / total:.0f} % |")
-    print(f"| end to end (map_aoi) | {t_e2e:.1f} | {summary.pixels / t_e2e:,.0f} | |")
-    print(f"\nend-to-end / encoder-only throughput: {(summary.pixels / t_e2e) / rate(t_encoder):.2f}")
+    print(f"| end to end (map_aoi, in this process) | {t_e2e:.1f} | {summary.pixels / t_e2e:,.0f} | |")
+    if t_ray is not None:
+        print(
+            f"| end to end (map_aoi, Ray, {args.ray_workers} actors) | {t_ray:.1f} | {summary.pixels / t_ray:,.0f} | |"
+        )
+    print(
+        f"\nend-to-end / encoder-only throughput: {(summary.pixels / t_e2e) / rate(t_encoder):.2f} (in this process)"
+    )
+    if t_ray is not None:
+        print(
+            f"end-to-end / encoder-only throughput: {(summary.pixels / t_ray) / rate(t_encoder):.2f} (on Ray)"
+        )
     return 0
 
 

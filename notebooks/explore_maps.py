@@ -37,7 +37,7 @@ gdal_env.__enter__()  # /vsis3/ settings for the rest of the notebook
 # with similar temporal signatures share a colour.
 
 # %%
-with rasterio.open(store.gdal_path(f"mosaic/embedding_epsg{zone}.vrt")) as src:
+with rasterio.open(store.gdal_path(f"mosaic_embedding_epsg{zone}.vrt")) as src:
     emb = src.read()  # (D, H, W)
     print(src.crs, src.res, src.shape, src.count, "bands:", src.descriptions[:3], "...")
 d, h, w = emb.shape
@@ -55,13 +55,13 @@ rgb = rgb.reshape(h, w, 3)
 # ## Classes and confidence
 
 # %%
-with rasterio.open(store.gdal_path(f"mosaic/classes_epsg{zone}.vrt")) as src:
+with rasterio.open(store.gdal_path(f"mosaic_classes_epsg{zone}.vrt")) as src:
     classes, confidence = src.read(1), src.read(2)
     cmap = src.colormap(1)
     first_tile = store.gdal_path(f"tiles/{tiles[0]}/classes.tif")
 with rasterio.open(first_tile) as src:
     names = json.loads(src.tags().get("pimc_classes", "{}"))
-with rasterio.open(store.gdal_path(f"mosaic/qa_epsg{zone}.vrt")) as src:
+with rasterio.open(store.gdal_path(f"mosaic_qa_epsg{zone}.vrt")) as src:
     valid = src.read(1)
 ids, counts = np.unique(classes[classes > 0], return_counts=True)
 for cid, n in zip(ids, counts, strict=True):

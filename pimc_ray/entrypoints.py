@@ -18,7 +18,7 @@ from typing import Any
 
 from pimc_ray.aoi import load_aoi
 from pimc_ray.errors import PimcError
-from pimc_ray.runner import Parallelism, bound_gdal_cache
+from pimc_ray.runner import Parallelism, bound_memory
 from pimc_ray.series import SeriesSpec
 from pimc_ray.stac import DateRange
 from pimc_ray.timegrid import TimeGridSpec
@@ -106,7 +106,7 @@ def _run(work: Callable[[], tuple[list[str], int]]) -> int:
     """Run a job body, print its outputs and summary line, turn PimcErrors into one line and exit code 2."""
     from pimc_ray.pipeline import TilesFailedError
 
-    bound_gdal_cache(GDAL_CACHE_MB)  # before GDAL reads anything in this process
+    bound_memory(GDAL_CACHE_MB)  # before GDAL reads anything in this process
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries are expected; failures surface as errors
     logging.getLogger("botocore").setLevel(logging.ERROR)
@@ -145,7 +145,8 @@ def _map_parser(description: str) -> argparse.ArgumentParser:
 
 
 def _map_main(argv: Sequence[str] | None, description: str, *, write_embedding: bool) -> int:
-    from pimc_ray.models.checkpoint import EncoderConfig, read_encoder_config
+    from pimc_ray.models.checkpoint import EncoderConfig, read_encoder_config, read_meta
+    from pimc_ray.patches import MEDIAN
     from pimc_ray.pipeline import MapRequest, dry_run, map_aoi
 
     args = _map_parser(description).parse_args(sys.argv[1:] if argv is None else argv)
@@ -153,6 +154,8 @@ def _map_main(argv: Sequence[str] | None, description: str, *, write_embedding: 
     def work() -> tuple[list[str], int]:
         # A checkpoint says which encoder it holds; without one, the default encoder, randomly initialised.
         encoder = read_encoder_config(args.checkpoint) if args.checkpoint else EncoderConfig()
+        # An image-patch encoder cuts its patches from the composite it was pretrained on (the export records it).
+        patches = (read_meta(args.checkpoint).get("patches") or {}) if args.checkpoint else {}
         request = MapRequest(
             **area_kwargs(args, remote_out=True),
             encoder=encoder,
@@ -163,6 +166,7 @@ def _map_main(argv: Sequence[str] | None, description: str, *, write_embedding: 
             batch_size=args.batch_size,
             tile_size=args.tile_size,
             write_embedding=write_embedding,
+            composite=str(patches.get("composite", MEDIAN)),
         )
         if args.dry_run:
             plan = dry_run(request, progress=lambda msg: print(msg, flush=True))

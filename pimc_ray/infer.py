@@ -1,32 +1,48 @@
-"""Per-window inference: regular series -> recurrence plots -> encoder -> embedding block; heads on embeddings.
+"""Per-window inference: regular series -> recurrence plots or image patches -> encoder -> embedding block.
 
 :class:`WindowEmbedder` owns an encoder and turns one :class:`~pimc_ray.tiles.Window` of an output grid into an
 embedding block. It is a plain class so tests and notebooks call it directly; jobs run it on Ray actors through
-:func:`pimc_ray.runner.run_windows` (one model load per actor). Recurrence plots are built batch by batch right
-before the encoder and dropped after (see docs/design.md: one tile's plots would be terabytes).
+:func:`pimc_ray.runner.run_windows` (one model load per actor), after the read stage :func:`series_reader` picks
+for the encoder. Recurrence plots are built batch by batch right before the encoder and dropped after (see
+docs/design.md: one tile's plots would be terabytes).
 
-Array flow for a window of P = h x w pixels (T steps, D embedding dims)::
+Array flow for a window of P = h x w pixels (T steps, D embedding dims) and a plot encoder (``rp-resnet``)::
 
     read_series         (T, 3, P)     float32 blue/red/NIR on the regular grid, NaN for nodata pixels
     rp_from_reflectance (n, 3, T, T)  per batch of n valid pixels (NDVI, EVI, SAVI plots)
     encoder             (n, D)
     -> embedding        (D, h, w)     float32, NaN nodata (and outside the AOI)
+
+and for an image-patch encoder (``rsi-cnn``, patch side k, halo m = k // 2), whose window is read grown by the halo
+on every side, on the same grid and not clipped to the tile or the AOI, so edge pixels see their real neighbours::
+
+    read_series         (T, 10, (h + 2m) (w + 2m))  all ten bands of the grown window, NaN nodata
+    composite           (10, h + 2m, w + 2m)        median over the steps (or one step), as in pretraining
+    patches_at          (n, 10, k, k)  per batch of n pixels whose whole patch is free of nodata
+    encoder             (n, D)
+    -> embedding        (D, h, w)     float32, NaN outside the AOI and where the patch holds nodata
+
+A pixel whose patch reaches nodata (no cloud-free data there, or the edge of the archive) is nodata, as pretraining
+never draws such a pixel (:mod:`pimc_ray.pairs`). Both paths run the same code on the CPU and on a GPU: series go
+to the device once (per batch for plots, per window for patches) and reach torch through DLPack.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from pimc_ray.catalogs import BANDS
+from pimc_ray.patches import MEDIAN, check_composite, composite, patch_ok, patches_at
 from pimc_ray.recurrence import rp_from_reflectance
 from pimc_ray.series import INDEX_BANDS, SeriesSpec, WindowSeries, read_series
 from pimc_ray.stack import read_window, stackstac_ready
 from pimc_ray.tiles import OutputGrid, Window
-from pimc_ray.xp import import_cupy, to_torch
+from pimc_ray.xp import import_cupy, to_numpy, to_torch
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +62,16 @@ class WindowEmbedder:
     """Holds an encoder; embeds windows of an output grid from a fixed list of items.
 
     Args:
-        spec: the series specification (its bands must be blue, red, NIR).
+        spec: the series specification (its bands must be blue, red, NIR; an image-patch encoder reads all ten
+            bands on the same dates and time grid, see :func:`series_reader`).
         items: Sentinel-2 L2A item dicts covering the grid (only needed to read windows: ``__call__``).
-        encoder: a torch module mapping (n, 3, T, T) to (n, D); put in eval mode here.
+        encoder: a torch module mapping (n, 3, T, T) plots, or (n, 10, k, k) patches when its ``inputs`` are
+            ``"patches"``, to (n, D); put in eval mode here.
         batch_size: pixels per encoder batch.
         threads: torch intra-op threads (1 per Ray CPU actor).
-        device: ``cpu``, or ``cuda`` to build plots with CuPy and run the encoder on the GPU.
+        device: ``cpu``, or ``cuda`` to build plots (CuPy) or cut patches there and run the encoder on the GPU.
+        composite: what an image-patch encoder's patches are cut from (see :mod:`pimc_ray.patches`): the
+            composite it was pretrained on.
     """
 
     def __init__(
@@ -63,6 +83,7 @@ class WindowEmbedder:
         batch_size: int = 1024,
         threads: int = 1,
         device: str = "cpu",
+        composite: str = MEDIAN,
     ):
         import torch
 
@@ -70,13 +91,25 @@ class WindowEmbedder:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if tuple(spec.bands) != INDEX_BANDS:
             raise ValueError(f"the embedder reads {INDEX_BANDS}, got bands {spec.bands}")
+        check_composite(composite)
+        if encoder.inputs == "patches" and encoder.in_channels != len(BANDS):
+            raise ValueError(
+                f"an image-patch encoder for mapping takes the {len(BANDS)} bands {BANDS}, "
+                f"this one takes {encoder.in_channels}"
+            )
         torch.set_num_threads(threads)
         self.spec = spec
         self.items = list(items or [])
         self.batch_size = batch_size
         self.device = device
+        self.composite = composite
         self.encoder = encoder.eval().to(device)
         self.embed_dim = int(encoder.embed_dim)
+
+    @property
+    def halo(self) -> int:
+        """Pixels the read stage adds on each side of a window for this encoder (0 for plot encoders)."""
+        return int(self.encoder.halo)
 
     def embed_series(self, series: np.ndarray) -> np.ndarray:
         """Embeddings ``(P, D)`` float32 of regular series ``(T, 3, P)``; NaN rows where a series or plot has NaN.
@@ -100,17 +133,66 @@ class WindowEmbedder:
                 out[ok[start : start + len(plots)]] = emb.float().cpu().numpy()
         return out
 
+    def embed_patches(
+        self, values: np.ndarray, height: int, width: int, keep: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Embeddings ``(h * w, D)`` float32 of a window's pixels, from the series of the window grown by the halo.
+
+        Args:
+            values: ``(T, 10, (h + 2m) (w + 2m))`` regular series of all ten bands on the grown window.
+            height: ``h``, rows of the window.
+            width: ``w``, columns of the window.
+            keep: optional ``(h * w,)`` bool, False for pixels to leave out (NaN), e.g. outside the AOI.
+
+        Returns:
+            One row per pixel of the window, row-major; NaN where the pixel's ``k x k`` patch of the composite
+            holds nodata or ``keep`` is False. On ``device="cuda"`` the series go to the GPU once per window;
+            the composite, the patches and the encoder run there.
+        """
+        import torch
+
+        m = self.halo
+        k = 2 * m + 1
+        grown = (height + 2 * m, width + 2 * m)
+        if values.shape[-1] != grown[0] * grown[1]:
+            raise ValueError(
+                f"expected the series of the {height} x {width} window grown by {m} px per side "
+                f"({grown[0]} x {grown[1]} pixels), got {values.shape[-1]} pixels: read it with series_reader()"
+            )
+        xp = import_cupy() if self.device == "cuda" else np
+        on_device = xp.asarray(values)  # host -> device once per window
+        image = composite(on_device, self.composite, self.spec.grid_dates()).reshape(values.shape[1], *grown)
+        ok = to_numpy(patch_ok(image, k)).reshape(-1)  # (h * w,): the whole patch is free of nodata
+        if keep is not None:
+            ok &= keep
+        idx = np.flatnonzero(ok)
+        rows, cols = np.divmod(idx, width)
+        out = np.full((height * width, self.embed_dim), np.nan, dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(idx), self.batch_size):
+                part = slice(start, start + self.batch_size)
+                batch = patches_at(image, xp.asarray(rows[part]), xp.asarray(cols[part]), k)
+                emb = self.encoder(to_torch(batch))  # (n, 10, k, k) -> (n, D)
+                out[idx[part]] = emb.float().cpu().numpy()
+        return out
+
     def compute(self, grid: OutputGrid, window: Window, series: WindowSeries) -> WindowResult:
-        """Embed a window whose series were already read (the compute stage of a run)."""
-        inside = grid.inside(window).reshape(-1)
-        values = np.where(inside, series.values, np.nan)  # pixels outside the AOI are not embedded at all
-        emb = self.embed_series(values)  # (P, D)
-        embedding = emb.T.reshape(self.embed_dim, window.height, window.width)
-        return WindowResult(window, embedding, series.valid_count.reshape(window.height, window.width))
+        """Embed a window whose series were already read by :func:`series_reader` (the compute stage of a run)."""
+        h, w = window.height, window.width
+        inside = grid.inside(window).reshape(-1)  # pixels outside the AOI are not embedded at all
+        if self.encoder.inputs == "patches":
+            emb = self.embed_patches(series.values, h, w, keep=inside)  # (P, D)
+            m = self.halo
+            valid_count = series.valid_count.reshape(h + 2 * m, w + 2 * m)[m : m + h, m : m + w]
+        else:
+            emb = self.embed_series(np.where(inside, series.values, np.nan))  # (P, D)
+            valid_count = series.valid_count.reshape(h, w)
+        embedding = emb.T.reshape(self.embed_dim, h, w)
+        return WindowResult(window, embedding, valid_count)
 
     def __call__(self, grid: OutputGrid, window: Window) -> WindowResult:
         """Read and embed one window."""
-        return self.compute(grid, window, read_series(self.items, self.spec, grid, window))
+        return self.compute(grid, window, series_reader(self.spec, self.items, self.encoder)(grid, window))
 
 
 @dataclass(frozen=True)
@@ -119,9 +201,30 @@ class SeriesReader:
 
     spec: SeriesSpec
     items: list[dict[str, Any]]
+    halo: int = 0
+    """Pixels read beyond the window on every side (an image-patch encoder's context): the result is the series
+    of the grown window, read on the same grid and not clipped to the tile or the AOI."""
 
     def __call__(self, grid: OutputGrid, window: Window) -> WindowSeries:
-        return read_series(self.items, self.spec, grid, window)
+        return read_series(self.items, self.spec, grid, window.grown(self.halo, grid.resolution))
+
+
+def series_reader(spec: SeriesSpec, items: Sequence[Mapping[str, Any]], encoder: Any) -> SeriesReader:
+    """The read stage ``encoder`` needs: what :meth:`WindowEmbedder.compute` expects for it.
+
+    Args:
+        spec: the series specification (blue, red and NIR; the dates, time grid and mask are kept).
+        items: the run's items.
+        encoder: an encoder module or an :class:`~pimc_ray.models.checkpoint.EncoderConfig` (both tell their
+            ``inputs`` and ``halo``).
+
+    Returns:
+        For a plot encoder, the spec's bands on the window; for an image-patch encoder, all ten bands on the
+        window grown by the encoder's halo.
+    """
+    if encoder.inputs == "patches":
+        return SeriesReader(replace(spec, bands=BANDS), list(items), int(encoder.halo))
+    return SeriesReader(spec, list(items))
 
 
 def read_labels(

@@ -234,11 +234,16 @@ class LabelledSampler:
         from pimc_ray.models.checkpoint import load_checkpoint
 
         if self._embedder is None:
+            meta: dict[str, Any] = {}
             if self.checkpoint is None:
                 model = self.encoder.build().eval()
             else:
-                model, _ = load_checkpoint(self.checkpoint, expect=self.encoder)
-            self._embedder = WindowEmbedder(self.spec, self.items, model, threads=self.threads)
+                model, meta = load_checkpoint(self.checkpoint, expect=self.encoder)
+            # an image-patch encoder cuts its patches from the composite it was pretrained on
+            composite = (meta.get("patches") or {}).get("composite", "median")
+            self._embedder = WindowEmbedder(
+                self.spec, self.items, model, threads=self.threads, composite=composite
+            )
         result = self._embedder(grid, window)
         return sample_pixels(result.embedding, labels, per_class=self.per_class, seed=self.seed)
 

@@ -4,7 +4,8 @@ A pair holds what the two encoders need, and nothing that can be rebuilt cheaply
 the pixel on the regular time grid (the recurrence plots are built from them by the trainer, right before the RP
 encoder, like in the embedding job) and a ``bands x k x k`` patch of surface reflectance centred on the pixel,
 from a composite (the per-pixel median over the regular grid, which interpolates between cloud-free
-observations only) or from one date (the grid step nearest to it)::
+observations only) or from one date (the grid step nearest to it), built by :mod:`pimc_ray.patches` exactly as
+the mapping job builds the patches of an image-patch encoder::
 
     window (h x w)   read_series, all ten bands, on the window grown by k // 2 pixels per side
                      (T, 10, (h + k - 1) (w + k - 1))  float32, NaN nodata
@@ -26,7 +27,6 @@ consumed and never held in memory.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,6 +38,7 @@ from pyproj import Transformer
 
 from pimc_ray.catalogs import BANDS
 from pimc_ray.indices import vegetation_indices
+from pimc_ray.patches import check_composite, composite, patch_ok, patches_at
 from pimc_ray.series import INDEX_BANDS, SeriesSpec, read_series
 from pimc_ray.tiles import OutputGrid, Window
 
@@ -75,13 +76,7 @@ class PairSpec:
             raise ValueError(
                 f"window_size and pixels_per_window must be >= 1, got {self.window_size}, {self.pixels_per_window}"
             )
-        if self.composite != "median":
-            try:
-                np.datetime64(self.composite, "D")
-            except ValueError as err:
-                raise ValueError(
-                    f"composite must be 'median' or an ISO date like 2022-07-15, got {self.composite!r}"
-                ) from err
+        check_composite(self.composite)
 
     @property
     def read_spec(self) -> SeriesSpec:
@@ -248,28 +243,6 @@ def items_over(
     return out
 
 
-def _grown(window: Window, margin: int, resolution: float) -> Window:
-    """``window`` grown by ``margin`` pixels on every side (may reach outside the grid: that reads as nodata)."""
-    xmin, ymin, xmax, ymax = window.bounds
-    pad = margin * resolution
-    return Window(
-        window.row - margin,
-        window.col - margin,
-        window.height + 2 * margin,
-        window.width + 2 * margin,
-        (xmin - pad, ymin - pad, xmax + pad, ymax + pad),
-    )
-
-
-def composite(values: np.ndarray, spec: PairSpec) -> np.ndarray:
-    """``(band, P)`` image from regular-grid series ``(T, band, P)``: the median over steps, or one step."""
-    if spec.composite == "median":
-        return np.median(values, axis=0)  # NaN stays NaN: a nodata pixel is nodata at every step
-    dates = spec.series.grid_dates().astype("datetime64[D]")
-    step = int(np.argmin(np.abs(dates - np.datetime64(spec.composite, "D"))))
-    return values[step]
-
-
 def read_pairs(
     items: Sequence[Mapping[str, Any]], spec: PairSpec, grid: OutputGrid, window: Window, *, seed: int
 ) -> dict[str, np.ndarray]:
@@ -280,19 +253,19 @@ def read_pairs(
         ``y`` (n,) float64 centre coordinates and ``epsg`` (n,) int32, in Hilbert order.
     """
     k, m = spec.patch_size, spec.patch_size // 2
-    big = _grown(window, m, grid.resolution)
+    big = window.grown(m, grid.resolution)
     values = read_series(items, spec.read_spec, grid, big).values  # (T, 10, P')
     n_steps = values.shape[0]
     h, w = window.height, window.width
-    image = composite(values, spec).reshape(len(BANDS), big.height, big.width)  # (10, H, W)
+    image = composite(values, spec.composite, spec.series.grid_dates())
+    image = image.reshape(len(BANDS), big.height, big.width)  # (10, H, W)
     cube = values.reshape(n_steps, len(BANDS), big.height, big.width)[
         :, list(RP_BAND_INDEX), m : m + h, m : m + w
     ]
     series = cube.reshape(n_steps, 3, h * w).transpose(2, 1, 0)  # (P, 3, T) blue, red, nir
 
-    finite = np.isfinite(image).all(axis=0)  # (H, W)
-    patch_ok = np.lib.stride_tricks.sliding_window_view(finite, (k, k)).all(axis=(-2, -1))  # (h, w)
-    ok = (patch_ok & grid.inside(window)).reshape(-1) & np.isfinite(series).all(axis=(1, 2))
+    whole = patch_ok(image, k)  # (h, w): the pixel's whole patch is free of nodata
+    ok = (whole & grid.inside(window)).reshape(-1) & np.isfinite(series).all(axis=(1, 2))
     candidates = np.flatnonzero(ok)
     if len(candidates):
         idx = vegetation_indices(series[candidates, 0], series[candidates, 1], series[candidates, 2], axis=1)
@@ -303,8 +276,7 @@ def read_pairs(
     candidates = candidates[np.argsort(hilbert_index(cols, rows, order), kind="stable")]
     pick = candidates[stratified_pick(len(candidates), spec.pixels_per_window, np.random.default_rng(seed))]
     rows, cols = np.divmod(pick, w)
-    windows = np.lib.stride_tricks.sliding_window_view(image, (k, k), axis=(1, 2))  # (10, h, w, k, k)
-    patches = np.ascontiguousarray(windows[:, rows, cols].transpose(1, 0, 2, 3), dtype=np.float32)
+    patches = patches_at(image, rows, cols, k)  # (n, 10, k, k)
     xmin, _, _, ymax = window.bounds
     return {
         "series": np.ascontiguousarray(series[pick], dtype=np.float32),
@@ -322,7 +294,9 @@ class PairReader:
     """
 
     def __init__(self, items: Sequence[Mapping[str, Any]], tasks: Sequence[Task], spec: PairSpec) -> None:
-        os.environ.setdefault("GDAL_CACHEMAX", "64")  # bounded block cache, as in the mapping workers
+        from pimc_ray.runner import bound_memory
+
+        bound_memory(64)  # bounded block cache and heap, as in the mapping workers
         self.items = list(items)
         self.tasks = list(tasks)
         self.spec = spec
@@ -331,7 +305,7 @@ class PairReader:
         parts = []
         for task, seed, visit in zip(batch["task"], batch["seed"], batch["visit"], strict=True):
             grid, window = self.tasks[int(task)]
-            items = items_over(self.items, grid, _grown(window, self.spec.patch_size // 2, grid.resolution))
+            items = items_over(self.items, grid, window.grown(self.spec.patch_size // 2, grid.resolution))
             if not items:
                 logger.warning(
                     "no item covers window %s of EPSG:%d; it yields no pairs", window.bounds, grid.epsg

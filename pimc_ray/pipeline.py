@@ -9,7 +9,8 @@
 4. the head: loaded (``--head``), or fit on labels of a held-out area;
 5. windows streamed through :func:`pimc_ray.runner.run_windows` (read tasks, then encoder actors), written
    into the tile's COG writers as they arrive; a tile whose windows are all in is published (COGs, STAC item,
-   manifest entry) before the next;
+   manifest entry) before the next. For an image-patch encoder every window is read grown by the encoder's
+   halo (:func:`pimc_ray.infer.series_reader`), so pixels at tile edges get the same context as interiors;
 6. the collection, the VRT mosaics and the frozen items.
 
 Failed windows fail their tile, not the run: failed tiles are listed at the end and the job exits non-zero
@@ -32,9 +33,11 @@ from typing import Any
 import numpy as np
 
 from pimc_ray.aoi import AOI
+from pimc_ray.catalogs import BANDS
 from pimc_ray.errors import InvalidConfigError, NoItemsFoundError, PimcError
-from pimc_ray.infer import SeriesReader, WindowEmbedder, balanced_sample, read_labels, sample_pixels
+from pimc_ray.infer import WindowEmbedder, balanced_sample, read_labels, sample_pixels, series_reader
 from pimc_ray.models.checkpoint import EncoderConfig, load_checkpoint, sha256_file
+from pimc_ray.patches import MEDIAN, check_composite
 from pimc_ray.runner import AreaRequest, WindowFailure, run_windows
 from pimc_ray.stac import search_items
 from pimc_ray.storage import Store, open_store
@@ -79,6 +82,9 @@ class MapRequest(AreaRequest):
     """False for classification-only runs."""
     collection_id: str = "pimc-maps"
     """Id of the STAC collection describing the outputs."""
+    composite: str = MEDIAN
+    """For an image-patch encoder: the composite its patches are cut from (``median`` or an ISO date), the one it
+    was pretrained on (``jobs/embed_aoi.py`` takes it from the checkpoint). Plot encoders ignore it."""
 
     def __post_init__(self) -> None:
         if self.tile_size < 16 or self.tile_size % 16:
@@ -89,9 +95,25 @@ class MapRequest(AreaRequest):
             raise InvalidConfigError(
                 f"window and batch sizes must be positive: {self.window_size}, {self.batch_size}"
             )
+        try:
+            check_composite(self.composite)
+        except ValueError as err:
+            raise InvalidConfigError(str(err)) from err
+
+    def patch_params(self) -> dict[str, Any] | None:
+        """What decides an image-patch encoder's input besides its config: bands, composite and the read halo
+        (None for plot encoders, whose run keys stay as they were)."""
+        if self.encoder.inputs != "patches":
+            return None
+        return {"bands": list(BANDS), "composite": self.composite, "halo": self.encoder.halo}
 
     def key(self, item_ids: Sequence[str], weights: str) -> str:
-        """Hash of everything that decides the outputs' pixels (``weights``: see :func:`load_encoder`)."""
+        """Hash of everything that decides the outputs' pixels (``weights``: see :func:`load_encoder`).
+
+        The encoder config decides the patch size and with it the halo; :meth:`patch_params` adds the bands and
+        the composite an image-patch encoder's patches come from.
+        """
+        patches = self.patch_params()
         return self.base_key(
             item_ids,
             job="map",
@@ -102,6 +124,7 @@ class MapRequest(AreaRequest):
             per_class=self.per_class,
             tile_size=self.tile_size,
             write_embedding=self.write_embedding,
+            **({"patches": patches} if patches is not None else {}),
         )
 
 
@@ -147,6 +170,7 @@ class EmbedderFactory:
             batch_size=r.batch_size,
             threads=r.parallel.torch_threads,
             device=r.parallel.device,
+            composite=r.composite,
         )
         return embedder.compute
 
@@ -167,7 +191,7 @@ def fit_head(request: MapRequest, progress: Progress) -> Any:
     xs, ys = [], []
     results = run_windows(
         tasks,
-        SeriesReader(request.spec, items),
+        series_reader(request.spec, items, request.encoder),
         EmbedderFactory(request),
         parallel=request.parallel,
         progress=progress,
@@ -244,9 +268,11 @@ def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSumm
     manifest = RunManifest.load(store)
     resuming = manifest is not None
     if manifest is None:
-        manifest = RunManifest(
-            key, weights, {"spec": request.spec.to_dict(), "tile_size": request.tile_size}, {}
-        )
+        params: dict[str, Any] = {"spec": request.spec.to_dict(), "tile_size": request.tile_size}
+        patches = request.patch_params()
+        if patches is not None:
+            params["patches"] = patches
+        manifest = RunManifest(key, weights, params, {})
     else:
         manifest.check_same_run(key, weights, request.out)
     done = manifest.done()
@@ -313,7 +339,7 @@ def _write_tiles(
     with tempfile.TemporaryDirectory(prefix="pimc-tiles-") as tmp:
         results = run_windows(
             tasks,
-            SeriesReader(request.spec, items),
+            series_reader(request.spec, items, request.encoder),
             EmbedderFactory(request),
             parallel=request.parallel,
             progress=progress,
@@ -371,10 +397,12 @@ def dry_run(request: MapRequest, *, progress: Progress = print) -> dict[str, Any
     tiles = TileGrid(request.tile_size).tiles(request.aoi)
     tasks = [(t, w) for t in tiles for w in t.windows(request.window_size)]
     pixels = int(sum(t.inside(w).sum() for t, w in tasks))
-    # uint16 B02, B04, B08 at 10 m plus uint8 SCL at 20 m, for every acquisition that covers the AOI
+    # uint16 bands (B02, B04, B08; all ten for an image-patch encoder, 20 m ones counted as 10 m: an upper bound)
+    # plus uint8 SCL at 20 m, for every acquisition that covers the AOI
     dates = len({i["properties"]["datetime"][:10] for i in items})
-    bytes_to_read = int(pixels * dates * (3 * 2 + 0.25))
-    rate = _measure_throughput(request, items, tasks)
+    rate = _measure_throughput(request, items, tasks)  # loads the encoder first: a bad checkpoint fails here
+    n_bands = len(series_reader(request.spec, [], request.encoder).spec.bands)
+    bytes_to_read = int(pixels * dates * (n_bands * 2 + 0.25))
     workers = max(1, request.parallel.workers)
     seconds = pixels / (rate * workers)
     plan = {
@@ -404,7 +432,8 @@ def _measure_throughput(request: MapRequest, items: list[dict[str, Any]], tasks:
     r = grid.resolution
     x0, y1 = window.bounds[0], window.bounds[3]
     probe = Window(window.row, window.col, size, size, (x0, y1 - size * r, x0 + size * r, y1))
-    reader, compute = SeriesReader(request.spec, items), EmbedderFactory(request)()
+    compute = EmbedderFactory(request)()
+    reader = series_reader(request.spec, items, request.encoder)
     compute(grid, probe, reader(grid, probe))  # warm-up: model, GDAL and dask start-up
     t0 = time.perf_counter()
     compute(grid, probe, reader(grid, probe))

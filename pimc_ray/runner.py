@@ -51,7 +51,7 @@ class Parallelism:
     read_cpus: float = 0.25
     """CPUs each read task reserves: with the defaults, 2 actors and 2 reads fit 2 cores."""
     gdal_cache_mb: int = 64
-    """GDAL block cache per process (see :func:`bound_gdal_cache`)."""
+    """GDAL block cache per process (see :func:`bound_memory`)."""
 
     def __post_init__(self) -> None:
         if self.workers < 0 or self.cpus_per_worker < 0 or self.gpus_per_worker < 0 or self.read_cpus < 0:
@@ -122,14 +122,37 @@ class AreaRequest:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def bound_gdal_cache(megabytes: int) -> None:
-    """Cap GDAL's raster block cache in this process.
+def bound_memory(gdal_cache_mb: int) -> None:
+    """Keep this process's memory bounded by the work in hand, not by how much work it has done.
 
-    GDAL's default is 5 % of the machine's memory, and reading more windows fills it, so memory would grow with
-    the AOI. GDAL reads the setting once, when it first caches a block: call this before any raster is read
-    (the jobs' entry points and every worker do). An explicit ``GDAL_CACHEMAX`` in the environment wins.
+    Two growths that scale with the AOI, each measured in ``benchmarks/bench_memory.py``:
+
+    * GDAL's block cache defaults to 5 % of the machine's memory and fills as windows are read: capped at
+      ``gdal_cache_mb`` (GDAL reads the setting once, when it first caches a block, so call this before any
+      raster is read; an explicit ``GDAL_CACHEMAX`` in the environment wins).
+    * glibc raises its mmap threshold each time a large block is freed, after which large buffers (encoder
+      batches, whose last one per window has a new size each time) come from the heap and fragment it: the
+      encoder alone grew to 3 GB over 70 batch sizes. A fixed 1 MiB threshold (``mallopt(M_MMAP_THRESHOLD)``,
+      which also turns the adjustment off) keeps large buffers in their own mappings, returned on free.
+
+    The jobs' entry points, read tasks, encoder actors and pair readers call this.
     """
-    os.environ.setdefault("GDAL_CACHEMAX", str(int(megabytes)))
+    os.environ.setdefault("GDAL_CACHEMAX", str(int(gdal_cache_mb)))
+    _fix_mmap_threshold()
+
+
+@functools.cache
+def _fix_mmap_threshold(threshold: int = 1 << 20) -> bool:
+    """``mallopt(M_MMAP_THRESHOLD, threshold)`` where the C library is glibc; False elsewhere (nothing to do)."""
+    import ctypes
+    import ctypes.util
+
+    m_mmap_threshold = -3  # glibc's malloc.h
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(m_mmap_threshold, threshold))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): no dynamic threshold to pin
+        return False
 
 
 @dataclass(frozen=True)
@@ -150,7 +173,7 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
 
 def _read_row(reader: Reader, gdal_cache_mb: int, row: dict[str, Any]) -> dict[str, Any]:
     """Ray Data read stage (a CPU task): unpickle the task, read it, pickle the result."""
-    bound_gdal_cache(gdal_cache_mb)
+    bound_memory(gdal_cache_mb)
     grid, window = pickle.loads(row["task"])
     return {"i": row["i"], "task": row["task"], "data": pickle.dumps(_guarded(reader, grid, window))}
 
@@ -159,7 +182,7 @@ class _ComputeStage:
     """Ray Data compute stage (an actor): builds the compute function once, then serves read windows."""
 
     def __init__(self, factory: ComputeFactory, gdal_cache_mb: int) -> None:
-        bound_gdal_cache(gdal_cache_mb)
+        bound_memory(gdal_cache_mb)
         self.fn = factory()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +239,7 @@ def run_windows(
 def _in_process(
     tasks: Sequence[Task], reader: Reader, compute: ComputeFactory, parallel: Parallelism
 ) -> Iterator[tuple[int, Any]]:
-    bound_gdal_cache(parallel.gdal_cache_mb)
+    bound_memory(parallel.gdal_cache_mb)
     fn = compute()
     for index, (grid, window) in enumerate(tasks):
         data = _guarded(reader, grid, window)

@@ -7,7 +7,8 @@ Layout under the output location (a folder or ``s3://bucket/prefix``)::
     collection.json                STAC collection of the outputs
     tiles/<tile_id>/<product>.tif  COGs: embedding, classes, qa (see PRODUCTS)
     tiles/<tile_id>/item.json      STAC item of the tile (proj, raster, eo, processing extensions)
-    mosaic/<product>_<zone>.vrt    GDAL VRT per product and UTM zone over the finished tiles
+    mosaic_<product>_<zone>.vrt    GDAL VRT per product and UTM zone over the finished tiles (at the
+                                   root: GDAL's /vsis3/ does not resolve '../' in a source path)
     head/                          the classification head, when there is one
 
 A tile counts as written only when its manifest entry says ``done``: its files are uploaded first, then the
@@ -277,7 +278,7 @@ def write_mosaics(
     for epsg in sorted({t.epsg for t in tiles}):
         zone_tiles = [t for t in tiles if t.epsg == epsg]
         for name, p in prods.items():
-            sources = [MosaicSource(f"../tiles/{t.tile_id}/{name}.tif", t.bounds) for t in zone_tiles]
+            sources = [MosaicSource(f"tiles/{t.tile_id}/{name}.tif", t.bounds) for t in zone_tiles]
             vrt = build_vrt(
                 sources,
                 epsg=epsg,
@@ -288,7 +289,7 @@ def write_mosaics(
                 band_descriptions=band_names(name, embed_dim),
                 colormap=head.colormap() if name == "classes" else None,
             )
-            key = f"mosaic/{name}_epsg{epsg}.vrt"
+            key = f"mosaic_{name}_epsg{epsg}.vrt"
             store.put_bytes(vrt.encode(), key)
             keys.append(key)
     return keys

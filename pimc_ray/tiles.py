@@ -7,7 +7,9 @@ multiples of the resolution in the zone's coordinates, so every run over overlap
 The tile grid (:class:`TileGrid`) cuts every UTM zone into square tiles of ``size`` pixels aligned to multiples
 of the tile's width in zone coordinates: a tile's id (``32N_071_0492``: zone, hemisphere, column, row) and its
 pixels never depend on the AOI, so runs over different AOIs share tiles and a rerun finds the same tiles again.
-Tiles are the unit of output; windows (a few hundred pixels a side) are the unit of work inside a tile.
+Tiles are the unit of output; windows (a few hundred pixels a side) are the unit of work inside a tile. An
+encoder that needs spatial context reads each window grown by its halo (:meth:`Window.grown`) on the same grid,
+across tile edges, so the pixels it writes never depend on where the tile or window edges fall.
 """
 
 from __future__ import annotations
@@ -62,6 +64,25 @@ class Window:
     @property
     def pixels(self) -> int:
         return self.height * self.width
+
+    def grown(self, margin: int, resolution: float) -> Window:
+        """This window grown by ``margin`` pixels on every side, on the same pixel grid.
+
+        The grown window may reach past its grid (into the neighbouring tile, or past the AOI): reads are never
+        clipped, so a pixel at a tile edge sees the same neighbourhood as one inside the tile. Where no item
+        covers the pixels they read as nodata.
+        """
+        if margin < 0:
+            raise ValueError(f"margin must not be negative, got {margin}")
+        xmin, ymin, xmax, ymax = self.bounds
+        pad = margin * resolution
+        return Window(
+            self.row - margin,
+            self.col - margin,
+            self.height + 2 * margin,
+            self.width + 2 * margin,
+            (xmin - pad, ymin - pad, xmax + pad, ymax + pad),
+        )
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@
                 pairs (series, patch) -> recurrence plots (rp_from_reflectance, per batch)
                 -> PIMCModel (RP encoder, RSI encoder, projections, symmetric InfoNCE over the global batch)
                 -> AdamW step; every ``checkpoint_every`` steps a training checkpoint (safetensors + JSON)
-    driver      export the RP encoder of the last checkpoint to ``out`` (model.safetensors + config.json,
-                what ``jobs/embed_aoi.py --checkpoint`` loads)
+    driver      export the encoders of the last checkpoint for mapping (what ``jobs/embed_aoi.py --checkpoint``
+                loads): the RP encoder to ``out``, the RSI (image-patch) encoder to ``out/rsi``
 
 Resuming: checkpoints go to ``<storage_path>/<name>/step_<step>``. A job resubmitted with the same name and
 storage path continues from the newest complete checkpoint there (weights, optimizer moments and step restored;
@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of each checkpoint folder under ``<storage_path>/<run name>/``.
 CHECKPOINT_PREFIX = "step_"
+#: Sub-folder of an export holding the RSI (image-patch) encoder, an encoder checkpoint of its own.
+RSI_EXPORT = "rsi"
 
 
 @dataclass(frozen=True)
@@ -399,7 +401,8 @@ class PretrainResult:
     step: int
     """Its step."""
     exported: Path | None
-    """The RP encoder exported for mapping (model.safetensors + config.json), if asked for."""
+    """The RP encoder exported for mapping (model.safetensors + config.json), if asked for; the RSI encoder is
+    in its ``rsi`` sub-folder."""
     metrics: dict[str, Any]
     """Metrics of the last report (step, loss)."""
     seconds: float
@@ -426,13 +429,14 @@ def pretrain(
     progress: Callable[[str], None] = logger.info,
     show_data_progress: bool = False,
 ) -> PretrainResult:
-    """Train (or resume) a PIMC model on Ray Train and export its RP encoder.
+    """Train (or resume) a PIMC model on Ray Train and export its encoders.
 
     Args:
         stream: where the pairs come from.
         config: the optimisation.
         run: name, storage and scale of the run.
-        export_to: write the trained RP encoder there (model.safetensors + config.json).
+        export_to: write the trained RP encoder there (model.safetensors + config.json), and the RSI encoder to
+            its ``rsi`` sub-folder (see :func:`export_encoder`).
         progress: receives the driver's progress lines (the workers print their own, rank 0 only).
         show_data_progress: Ray Data's progress bars (off: they would drown the training lines).
 
@@ -494,15 +498,30 @@ def pretrain(
     exported = None
     if export_to is not None:
         exported = export_encoder(result_checkpoint, export_to, run=run, filesystem=filesystem)
-        progress(f"[pretrain] exported the RP encoder to {exported}")
+        progress(
+            f"[pretrain] exported the RP encoder to {exported} and the RSI encoder to {exported / RSI_EXPORT}"
+        )
     step = int(metrics.get("step", start))
     return PretrainResult(str(result_checkpoint), step, exported, metrics, time.perf_counter() - t0)
 
 
 def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, filesystem: Any = None) -> Path:
-    """Write the RP encoder of a training checkpoint (local or in object storage) to ``out`` for mapping."""
+    """Write the encoders of a training checkpoint (local or in object storage) for mapping; returns ``out``.
+
+    Two encoder checkpoints, each one ``jobs/embed_aoi.py --checkpoint`` and :func:`load_checkpoint` accept::
+
+        out/model.safetensors, out/config.json          the RP encoder (rp-resnet)
+        out/rsi/model.safetensors, out/rsi/config.json  the RSI encoder (rsi-cnn), with a ``patches`` record
+                                                        (bands, composite, patch size) of its pretraining pairs
+
+    Both ``config.json`` have ``"kind": "pimc-encoder"``, the ``branch`` (``rp`` or ``rsi``) and a ``trained``
+    record. Loading ``out`` reads and hashes its own two files only, so the sub-folder does not disturb it; it is
+    written after the RP encoder, because writing a checkpoint replaces its whole folder.
+    """
+    from pimc_ray.catalogs import BANDS
     from pimc_ray.models.checkpoint import save_checkpoint
     from pimc_ray.models.train_state import load_training_checkpoint
+    from pimc_ray.patches import MEDIAN
 
     with tempfile.TemporaryDirectory(prefix="pimc-export-") as tmp:
         local = checkpoint
@@ -512,6 +531,8 @@ def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, fi
             fs.copy_files(checkpoint, tmp, source_filesystem=filesystem)
             local = tmp
         state = load_training_checkpoint(local)
+        config = state.model.config
+        pairs = state.meta.get("pairs")
         meta = {
             "kind": "pimc-encoder",
             "trained": {
@@ -520,10 +541,22 @@ def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, fi
                 "loss": state.meta.get("loss"),
                 "from": str(checkpoint),
                 "pimc": state.meta["pimc"],
-                "pairs": state.meta.get("pairs"),
+                "pairs": pairs,
             },
         }
-        return save_checkpoint(out, state.model.rp, state.model.config.rp, extra=meta)
+        patches = {
+            "bands": list(BANDS),
+            "composite": (pairs or {}).get("composite", MEDIAN),
+            "patch_size": config.patch_size,
+        }
+        folder = save_checkpoint(out, state.model.rp, config.rp, extra={**meta, "branch": "rp"})
+        save_checkpoint(
+            folder / RSI_EXPORT,
+            state.model.rsi,
+            config.rsi,
+            extra={**meta, "branch": "rsi", "patches": patches},
+        )
+        return folder
 
 
 def summary_line(result: PretrainResult) -> str:

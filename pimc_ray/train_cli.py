@@ -63,7 +63,9 @@ def _items(args: argparse.Namespace, aoi: AOI, dates: DateRange) -> list[dict[st
 
 
 def _run(work: Any) -> int:
-    os.environ.setdefault("GDAL_CACHEMAX", "64")  # bounded block cache, as in the mapping jobs
+    from pimc_ray.runner import bound_memory
+
+    bound_memory(64)  # bounded block cache and heap, as in the mapping jobs
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
@@ -83,11 +85,17 @@ def _say(message: str) -> None:
 def pretrain_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Pretrain PIMC (RP encoder + image-patch encoder, symmetric InfoNCE) on Ray Train, "
-        "resuming from the run's latest checkpoint, and export the RP encoder for jobs/embed_aoi.py.",
+        "resuming from the run's latest checkpoint, and export both encoders for jobs/embed_aoi.py "
+        "(the RP encoder to OUT, the image-patch encoder to OUT/rsi).",
     )
     p.add_argument("--aoi", action="append", required=True, help="training area (repeat to join several)")
     _common(p)
-    p.add_argument("--out", required=True, type=Path, help="folder of the exported RP encoder (--checkpoint)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="folder of the exported RP encoder (--checkpoint); the image-patch encoder goes to OUT/rsi",
+    )
     p.add_argument(
         "--storage", help="checkpoint storage: a folder or s3://bucket/prefix (default: OUT/../runs)"
     )

@@ -1,16 +1,19 @@
-"""Per-window inference: series -> plots -> encoder, on NumPy and (when lent a GPU) CuPy + CUDA."""
+"""Per-window inference: series -> plots or patches -> encoder, on NumPy and (when lent a GPU) CuPy + CUDA."""
 
 import datetime as dt
 
 import numpy as np
 import pytest
+import shapely.geometry
 import torch
 
-from pimc_ray.infer import WindowEmbedder, classify
+from pimc_ray.catalogs import BANDS
+from pimc_ray.infer import SeriesReader, WindowEmbedder, classify, series_reader
 from pimc_ray.models import EncoderConfig
 from pimc_ray.recurrence import rp_from_reflectance
-from pimc_ray.series import SeriesSpec
+from pimc_ray.series import SeriesSpec, WindowSeries
 from pimc_ray.stac import DateRange
+from pimc_ray.tiles import OutputGrid, Window
 
 SPEC = SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)))
 SMALL = EncoderConfig(params={"widths": [8, 16], "blocks": 1, "embed_dim": 12}, seed=2)
@@ -56,3 +59,116 @@ def test_cuda_path_matches_cpu():
     gpu = WindowEmbedder(SPEC, [], SMALL.build(), batch_size=64, device="cuda").embed_series(series)
     np.testing.assert_array_equal(np.isnan(cpu), np.isnan(gpu))
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)  # cuDNN convolutions (TF32 off by default)
+
+
+# --- image-patch encoders: windows read grown by the halo ---------------------------------------------------
+
+PATCHY = EncoderConfig(
+    name="rsi-cnn", params={"in_channels": 10, "patch_size": 5, "widths": [8, 16], "embed_dim": 12}, seed=4
+)
+
+
+def patch_grid(size: int, footprint=None) -> OutputGrid:
+    bounds = (0.0, 0.0, 10.0 * size, 10.0 * size)
+    return OutputGrid(32632, bounds, 10.0, footprint or shapely.geometry.box(*bounds))
+
+
+def window_of(grid: OutputGrid, row: int, col: int, h: int, w: int) -> Window:
+    xmin, _, _, ymax = grid.bounds
+    return Window(
+        row, col, h, w, (xmin + 10 * col, ymax - 10 * (row + h), xmin + 10 * (col + w), ymax - 10 * row)
+    )
+
+
+def read_grown(values: np.ndarray, window: Window, m: int) -> WindowSeries:
+    """What the read stage returns for ``window`` grown by ``m``: ``values`` (T, 10, H, W) is the grid grown by
+    ``m``, so the grown window starts at the window's own row and column there."""
+    r, c = window.row, window.col
+    part = values[:, :, r : r + window.height + 2 * m, c : c + window.width + 2 * m]
+    flat = np.ascontiguousarray(part).reshape(part.shape[0], part.shape[1], -1)
+    count = np.isfinite(flat).all(axis=(0, 1)).astype(np.uint16) * 7
+    never = np.full(flat.shape[-1], np.datetime64("NaT"), dtype="datetime64[D]")
+    return WindowSeries(flat, count, never, never)
+
+
+def random_bands(height: int, width: int, steps: int = 12, seed: int = 0) -> np.ndarray:
+    """(T, 10, height, width) reflectance with spatial structure (smooth fields plus noise)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    base = 0.2 + 0.1 * np.sin(rows / 3.0)[None, None] * np.cos(cols / 4.0)[None, None]
+    return (base + rng.uniform(0.0, 0.1, (steps, 10, height, width))).astype(np.float32)
+
+
+def test_patch_encoder_declares_its_halo_and_reads_all_bands_grown():
+    assert PATCHY.inputs == "patches" and PATCHY.halo == 2  # a 5 x 5 patch reaches 2 px each side
+    assert SMALL.inputs == "plots" and SMALL.halo == 0
+    reader = series_reader(SPEC, [], PATCHY)
+    assert reader.halo == 2 and reader.spec.bands == BANDS and reader.spec.dates == SPEC.dates
+    assert series_reader(SPEC, [], SMALL.build()) == SeriesReader(SPEC, [])
+
+
+def test_patch_encoder_edges_see_the_same_context_as_interiors():
+    """Four 16-pixel windows (tiles) embed their edge pixels exactly as one 32-pixel window around them does."""
+    m = 2
+    grid = patch_grid(32)
+    values = random_bands(32 + 2 * m, 32 + 2 * m)  # the whole grid grown by the halo
+    model = PATCHY.build().eval()
+    embedder = WindowEmbedder(SPEC, [], model, batch_size=100)
+    big = window_of(grid, 0, 0, 32, 32)
+    whole = embedder.compute(grid, big, read_grown(values, big, m))
+    assert whole.embedding.shape == (12, 32, 32) and np.isfinite(whole.embedding).all()
+    assert whole.valid_count.shape == (32, 32) and (whole.valid_count == 7).all()
+    for r, c in [(0, 0), (0, 16), (16, 0), (16, 16)]:
+        tile = window_of(grid, r, c, 16, 16)
+        part = embedder.compute(grid, tile, read_grown(values, tile, m)).embedding
+        np.testing.assert_allclose(part, whole.embedding[:, r : r + 16, c : c + 16], rtol=1e-5, atol=1e-6)
+
+    # independently: pixel (15, 16), at the edge of two tiles, is the encoder of its 5 x 5 patch of the median
+    median = np.median(values, axis=0)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(median[None, :, 15 : 15 + 5, 16 : 16 + 5].copy())).numpy()[0]
+    np.testing.assert_allclose(whole.embedding[:, 15, 16], expected, rtol=1e-5, atol=1e-6)
+
+    # without the halo a tile has only its own pixels: padded with its edge values (as a reader that stopped at
+    # the tile and padded would do), interiors agree, but edges, whose patches reach the next tile, do not
+    own = values[:, :, m : m + 16, m : m + 16]
+    padded = np.pad(own, ((0, 0), (0, 0), (m, m), (m, m)), mode="edge")
+    tile = window_of(grid, 0, 0, 16, 16)
+    naive = embedder.compute(grid, tile, read_grown(padded, tile, m)).embedding
+    inner = slice(m, 16 - m)
+    np.testing.assert_allclose(naive[:, inner, inner], whole.embedding[:, inner, inner], rtol=1e-5, atol=1e-6)
+    edge = whole.embedding[:, :16, 15]  # the tile's east column
+    assert not np.allclose(naive[:, :, 15], edge, rtol=1e-3, atol=1e-4)
+
+
+def test_patch_encoder_nodata_rule():
+    """Outside the AOI, and wherever a pixel's patch reaches nodata, the embedding is NaN; the QA is the window's."""
+    m = 2
+    footprint = shapely.geometry.box(0.0, 0.0, 80.0, 160.0)  # the west 8 columns of a 16 x 16 grid
+    grid = patch_grid(16, footprint)
+    values = random_bands(16 + 2 * m, 16 + 2 * m, seed=1)
+    values[:, :, 4 + m, 3 + m] = np.nan  # window pixel (4, 3) has no data
+    window = window_of(grid, 0, 0, 16, 16)
+    series = read_grown(values, window, m)
+    result = WindowEmbedder(SPEC, [], PATCHY.build(), batch_size=16).compute(grid, window, series)
+    nodata = np.isnan(result.embedding).all(axis=0)
+    assert (np.isnan(result.embedding).any(axis=0) == nodata).all()  # whole pixels, never single dimensions
+    expected = np.zeros((16, 16), bool)
+    expected[:, 8:] = True  # outside the AOI
+    expected[4 - m : 4 + m + 1, 3 - m : 3 + m + 1] = True  # every patch that holds pixel (4, 3)
+    np.testing.assert_array_equal(nodata, expected)
+    grown_count = series.valid_count.reshape(16 + 2 * m, 16 + 2 * m)
+    np.testing.assert_array_equal(result.valid_count, grown_count[m : m + 16, m : m + 16])
+    with pytest.raises(ValueError, match="grown by 2 px"):
+        WindowEmbedder(SPEC, [], PATCHY.build()).compute(grid, window, read_grown(values, window, 0))
+
+
+@pytest.mark.gpu
+def test_cuda_patch_path_matches_cpu():
+    values = random_bands(40 + 4, 40 + 4, seed=2)
+    values[:, :, 10, 10] = np.nan
+    flat = values.reshape(12, 10, -1)
+    cpu = WindowEmbedder(SPEC, [], PATCHY.build(), batch_size=256).embed_patches(flat, 40, 40)
+    gpu = WindowEmbedder(SPEC, [], PATCHY.build(), batch_size=256, device="cuda").embed_patches(flat, 40, 40)
+    np.testing.assert_array_equal(np.isnan(cpu), np.isnan(gpu))
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)

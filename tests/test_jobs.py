@@ -1,4 +1,5 @@
-"""End to end: the mapping jobs submitted with `ray job submit` to a local Ray head, writing to a local S3 bucket.
+"""End to end: the mapping jobs submitted with `ray job submit` to a local Ray head, writing to a local S3 bucket
+(and in-process, to a folder, where a test needs no cluster).
 
 Checked against independent references: GDAL reading the COGs back from the bucket (/vsis3/), rio-cogeo's
 validator, stac-validator, the generator's ground-truth labels, and a single-tile run of the same pixels.
@@ -149,13 +150,13 @@ def test_mosaic_covers_the_aoi_and_classifies_above_chance(s3_run, sample_archiv
     prefix, _ = s3_run
     aoi_utm = load_aoi(demo_aoi(TEST_SPEC)).to_crs(32632)
     with rasterio.Env(**gdal_s3_env()):
-        with rasterio.open(f"/vsis3/{BUCKET}/{prefix}/mosaic/embedding_epsg32632.vrt") as emb:
+        with rasterio.open(f"/vsis3/{BUCKET}/{prefix}/mosaic_embedding_epsg32632.vrt") as emb:
             left, bottom, right, top = emb.bounds
             xmin, ymin, xmax, ymax = aoi_utm.bounds
             assert left <= xmin and bottom <= ymin and right >= xmax and top >= ymax
             window = emb.window(xmin, ymin, xmax, ymax)
             assert np.isfinite(emb.read(1, window=window)).mean() > 0.8
-        with rasterio.open(f"/vsis3/{BUCKET}/{prefix}/mosaic/classes_epsg32632.vrt") as cls_src:
+        with rasterio.open(f"/vsis3/{BUCKET}/{prefix}/mosaic_classes_epsg32632.vrt") as cls_src:
             assert cls_src.colormap(1)[1][:3] == CLASSES[1].colour
             classes = cls_src.read(1)
             confidence = cls_src.read(2)
@@ -178,7 +179,7 @@ def test_mosaic_edges_equal_a_single_tile_run(s3_run, stac_api, tmp_path):
     (single_tile,) = json.loads((out / "manifest.json").read_text())["tiles"]
     with (
         rasterio.Env(**gdal_s3_env()),
-        rasterio.open(f"/vsis3/{BUCKET}/{prefix}/mosaic/embedding_epsg32632.vrt") as m,
+        rasterio.open(f"/vsis3/{BUCKET}/{prefix}/mosaic_embedding_epsg32632.vrt") as m,
     ):
         mosaic, bounds = m.read(), m.bounds
         tile_edges = [i for i in range(1, m.width) if i % 64 == 0]
@@ -190,6 +191,52 @@ def test_mosaic_edges_equal_a_single_tile_run(s3_run, stac_api, tmp_path):
         np.testing.assert_allclose(
             mosaic[:, :, col - 1 : col + 1], same[:, :, col - 1 : col + 1], rtol=1e-5, atol=1e-5
         )
+    np.testing.assert_allclose(mosaic, same, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(sample_archive, tmp_path, capsys):
+    """An rsi-cnn checkpoint mapped over four 64-pixel tiles equals a single-tile run of the same pixels: windows
+    are read grown by the halo, so pixels along tile (and window) edges get the same patches as interior ones."""
+    from pyproj import Transformer
+
+    from pimc_ray.entrypoints import embed_main
+    from pimc_ray.models import EncoderConfig, save_checkpoint
+
+    config = EncoderConfig(
+        name="rsi-cnn", params={"in_channels": 10, "patch_size": 5, "widths": [8], "embed_dim": 8}, seed=5
+    )
+    ckpt = save_checkpoint(tmp_path / "rsi", config.build(), config)  # randomly initialised
+    items = [i for i in sample_archive.read_items("sentinel-2-l2a") if "_32TQS_" in i["id"]]
+    snapshot = tmp_path / "items.ndjson"
+    snapshot.write_text("".join(json.dumps(i) + "\n" for i in items))
+    # 40 x 40 pixels around the corner of four 64-pixel tiles (x 728 960, y 5 041 920), inside archive tile 32TQS
+    to_lonlat = Transformer.from_crs(32632, 4326, always_xy=True)
+    (lon0, lon1), (lat0, lat1) = to_lonlat.transform([728_760, 729_160], [5_041_720, 5_042_120])
+    aoi = f"{min(lon0, lon1)},{min(lat0, lat1)},{max(lon0, lon1)},{max(lat0, lat1)}"
+
+    def embed(out, tile_size, window_size):
+        overrides = {"--aoi": aoi, "--snapshot": str(snapshot), "--checkpoint": str(ckpt), "--workers": "0"}
+        sizes = {"--tile-size": tile_size, "--window-size": window_size}
+        args = job_args("http://127.0.0.1:9", out, **overrides, **sizes)  # items from the snapshot: no search
+        assert embed_main(args) == 0, capsys.readouterr().err
+        return json.loads((out / "manifest.json").read_text())
+
+    tiled = embed(tmp_path / "tiled", "64", "32")  # window edges inside the tiles too
+    assert len(tiled["tiles"]) == 4 and tiled["params"]["patches"] == {
+        "bands": ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
+        "composite": "median",
+        "halo": 2,
+    }
+    (single_tile,) = embed(tmp_path / "single", "256", "128")["tiles"]
+    with rasterio.open(tmp_path / "tiled" / "mosaic_embedding_epsg32632.vrt") as m:
+        mosaic, bounds = m.read(), m.bounds
+    with rasterio.open(tmp_path / "single" / "tiles" / single_tile / "embedding.tif") as big:
+        same = big.read(window=big.window(*bounds))
+        assert json.loads(big.tags()["pimc_encoder"])["name"] == "rsi-cnn"
+    assert mosaic.shape == same.shape == (8, 128, 128)
+    np.testing.assert_array_equal(np.isnan(mosaic), np.isnan(same))
+    for edge in (mosaic[:, :, 63:65], mosaic[:, 63:65, :]):  # the pixels on both sides of the tile edges
+        assert np.isfinite(edge).all(axis=0).sum() >= 2 * 30  # embedded along the AOI's ~40 pixels
     np.testing.assert_allclose(mosaic, same, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 

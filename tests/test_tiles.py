@@ -43,6 +43,21 @@ def test_windows_skip_what_the_aoi_misses():
     assert sum(int(tile.inside(w).sum()) for w in windows) == everywhere.sum()  # no AOI pixel left out
 
 
+def test_grown_windows_reach_across_tile_edges_on_the_same_grid():
+    tile = TileGrid(size=64).tile(32632, 1138, 7878, shapely.box(728_320, 5_041_920, 728_960, 5_042_560))
+    window = tile.windows(32)[0]  # the tile's north-west corner
+    assert (window.row, window.col) == (0, 0)
+    grown = window.grown(4, tile.resolution)
+    assert (grown.row, grown.col, grown.height, grown.width) == (window.row - 4, window.col - 4, 40, 40)
+    xmin, _, _, ymax = grown.bounds
+    assert grown.bounds == tuple(b + d for b, d in zip(window.bounds, (-40, -40, 40, 40), strict=True))
+    # into the neighbouring tiles, on their pixel edges
+    assert xmin == tile.bounds[0] - 40 and ymax == tile.bounds[3] + 40 and xmin % 10 == 0
+    assert window.grown(0, tile.resolution) == window
+    with pytest.raises(ValueError, match="negative"):
+        window.grown(-1, tile.resolution)
+
+
 def test_tile_size_must_suit_cogs():
     with pytest.raises(ValueError, match="multiple of 16"):
         TileGrid(size=100)

@@ -238,6 +238,41 @@ def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_export_writes_the_rp_encoder_and_the_rsi_encoder_beside_it(tmp_path):
+    from pimc_ray.catalogs import BANDS
+    from pimc_ray.models import save_training_checkpoint
+    from pimc_ray.models.checkpoint import read_encoder_config
+
+    model = TINY.build()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.rand(4, 3, 36, 36), torch.rand(4, 10, 3, 3)).backward()  # moments, and batch-norm statistics
+    optimizer.step()
+    pairs = PairSpec(SERIES, patch_size=3, composite="2022-07-15")
+    ckpt = save_training_checkpoint(
+        tmp_path / "step_00000003", model, optimizer, step=3, extra={"pairs": pairs.to_dict(), "loss": 1.5}
+    )
+    out = tmp_path / "encoder"
+    for _ in range(2):  # a finished run resubmitted exports again over its own export
+        assert export_encoder(str(ckpt), out) == out
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "rsi"]
+
+    # the folder itself is still the RP encoder checkpoint: the rsi sub-folder is not part of it
+    rp, meta = load_checkpoint(out, expect=TINY.rp)
+    assert meta["kind"] == "pimc-encoder" and meta["branch"] == "rp" and "patches" not in meta
+    assert read_encoder_config(out).inputs == "plots"
+    # out/rsi is an encoder checkpoint of the image-patch encoder, which the mapping job maps with a halo
+    rsi_config = read_encoder_config(out / "rsi")
+    assert rsi_config == TINY.rsi and rsi_config.inputs == "patches" and rsi_config.halo == 1
+    rsi, rsi_meta = load_checkpoint(out / "rsi", expect=TINY.rsi)
+    assert rsi_meta["kind"] == "pimc-encoder" and rsi_meta["branch"] == "rsi"
+    assert rsi_meta["trained"]["step"] == 3 and rsi_meta["trained"]["from"] == str(ckpt)
+    assert rsi_meta["patches"] == {"bands": list(BANDS), "composite": "2022-07-15", "patch_size": 3}
+    with torch.no_grad():
+        plots, patches = torch.rand(2, 3, 36, 36), torch.rand(2, 10, 3, 3)
+        assert torch.equal(rp(plots), model.rp.eval()(plots))
+        assert torch.equal(rsi(patches), model.rsi.eval()(patches))
+
+
 @pytest.mark.slow
 def test_head_fitting_on_ray_data_actors_matches_this_process(local_ray, sample_archive):
     from pimc_ray.labels import LabelledSampler, StacLabels, fit_head

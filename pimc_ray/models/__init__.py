@@ -11,7 +11,15 @@ from pimc_ray.models.contrastive import ProjectionHead, SymmetricInfoNCE, gather
 from pimc_ray.models.encoders import RPEncoder, RSIEncoder
 from pimc_ray.models.heads import LinearClassifier
 from pimc_ray.models.pimc import PIMCConfig, PIMCModel
-from pimc_ray.models.registry import build, build_encoder, encoder_names, names, register, register_encoder
+from pimc_ray.models.registry import (
+    build,
+    build_encoder,
+    encoder_class,
+    encoder_names,
+    names,
+    register,
+    register_encoder,
+)
 from pimc_ray.models.train_state import TrainingState, load_training_checkpoint, save_training_checkpoint
 
 __all__ = [
@@ -26,6 +34,7 @@ __all__ = [
     "TrainingState",
     "build",
     "build_encoder",
+    "encoder_class",
     "encoder_names",
     "flops_per_sample",
     "gather_with_grad",

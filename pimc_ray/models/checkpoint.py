@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from pimc_ray.errors import CheckpointError, CheckpointMismatchError
-from pimc_ray.models.registry import build_encoder
+from pimc_ray.models.registry import build_encoder, encoder_class
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -53,6 +53,20 @@ class EncoderConfig:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return build_encoder(self.name, self.params)
+
+    @property
+    def inputs(self) -> str:
+        """What the encoder sees of a pixel: ``"plots"`` (its recurrence plots) or ``"patches"`` (an image patch)."""
+        return str(encoder_class(self.name).inputs)  # type: ignore[attr-defined]
+
+    @property
+    def halo(self) -> int:
+        """Pixels of spatial context the encoder needs on each side of a pixel (0 for plot encoders).
+
+        The encoder decides it (its ``halo`` attribute, see :mod:`pimc_ray.models.encoders`); this builds one
+        with these parameters to ask it, which takes milliseconds.
+        """
+        return int(self.build().halo)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": dict(self.params), "seed": self.seed}

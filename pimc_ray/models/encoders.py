@@ -7,16 +7,26 @@ Shapes:
   Sentinel-2 bands B02..B12 by default) -> (N, embed_dim) float32.
 
 Both report their cost with :func:`pimc_ray.models.flops_per_sample` (tests/models pins the defaults).
+
+Spatial context: every encoder declares what it sees of a pixel (``inputs``: ``"plots"`` or ``"patches"``) and
+how many pixels of context it needs on each side of it (``halo``): 0 for ``rp-resnet``, which sees the pixel's own
+series only, and ``patch_size // 2`` for ``rsi-cnn``, whose patch is centred on the pixel. The mapping job reads
+every window grown by the halo (:func:`pimc_ray.infer.series_reader`), so a pixel at a tile or window edge gets
+the same context as one inside it; :class:`~pimc_ray.models.checkpoint.EncoderConfig` reports both for a config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from pimc_ray.models.registry import register_encoder
+
+#: What an encoder sees of a pixel: its recurrence plots (N, 3, T, T), or an image patch around it (N, B, k, k).
+EncoderInputs = Literal["plots", "patches"]
 
 
 class BasicBlock(nn.Module):
@@ -56,6 +66,10 @@ class RPEncoder(nn.Module):
         blocks: basic blocks per stage.
         embed_dim: size of the output embedding.
     """
+
+    inputs: ClassVar[EncoderInputs] = "plots"
+    halo: int = 0
+    """Pixels of context needed on each side of a pixel: none, a pixel's plots come from its own series."""
 
     def __init__(
         self,
@@ -110,6 +124,8 @@ class RSIEncoder(nn.Module):
         embed_dim: size of the output embedding.
     """
 
+    inputs: ClassVar[EncoderInputs] = "patches"
+
     def __init__(
         self,
         in_channels: int = 10,
@@ -129,6 +145,9 @@ class RSIEncoder(nn.Module):
                 f"patch_size must be odd and positive (the pixel is the centre), got {patch_size}"
             )
         self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.halo = patch_size // 2
+        """Pixels of context needed on each side of a pixel: the patch centred on it reaches ``k // 2`` out."""
         self.norm = nn.BatchNorm2d(in_channels)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),

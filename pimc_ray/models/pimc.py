@@ -7,8 +7,9 @@
     patches (n, B, k, k)  --rsi encoder--> (n, D') --rsi projection-->  (n, P) --'
 
 :class:`PIMCConfig` names every part (registry names and keyword parameters), so a training checkpoint holds a
-JSON config and safetensors weights, never a pickled model. After pretraining only the RP encoder is kept for
-mapping: its :class:`~pimc_ray.models.checkpoint.EncoderConfig` is ``PIMCConfig.rp``.
+JSON config and safetensors weights, never a pickled model. After pretraining both encoders are exported for
+mapping (:func:`pimc_ray.train.export_encoder`): the RP encoder (``PIMCConfig.rp``) and the RSI encoder
+(``PIMCConfig.rsi``), which maps from windows read grown by its halo (half a patch).
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ class PIMCConfig:
     """Every part of a PIMC model, by registry name and parameters (JSON-serialisable)."""
 
     rp: EncoderConfig = field(default_factory=EncoderConfig)
-    """The RP encoder (what the embedding job maps with after pretraining)."""
+    """The RP encoder (what the embedding job maps with by default after pretraining)."""
     rsi: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(name="rsi-cnn", params=DEFAULT_RSI_PARAMS)
     )
-    """The image-patch encoder."""
+    """The image-patch encoder (exported to ``<out>/rsi``; the embedding job can map with it too)."""
     projection: Mapping[str, Any] = field(default_factory=_default_projection)
     """``{"name": ..., "params": {...}}`` of both projection heads (``in_dim`` comes from each encoder)."""
     loss: Mapping[str, Any] = field(default_factory=_default_loss)

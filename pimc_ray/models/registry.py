@@ -38,17 +38,25 @@ def names(kind: Kind) -> list[str]:
     return sorted(_REGISTRY[kind])
 
 
+def lookup(kind: Kind, name: str) -> type[nn.Module]:
+    """The class registered as ``name`` in the ``kind`` namespace.
+
+    Raises:
+        ValueError: no such name (the message lists the registered ones).
+    """
+    try:
+        return _REGISTRY[kind][name]
+    except KeyError as err:
+        raise ValueError(f"unknown {kind} {name!r}; registered: {names(kind)}") from err
+
+
 def build(kind: Kind, name: str, params: Mapping[str, Any] | None = None) -> nn.Module:
     """Instantiate the ``kind`` registered as ``name`` with keyword ``params``.
 
     Raises:
         ValueError: no such name (the message lists the registered ones).
     """
-    try:
-        cls = _REGISTRY[kind][name]
-    except KeyError as err:
-        raise ValueError(f"unknown {kind} {name!r}; registered: {names(kind)}") from err
-    return cls(**dict(params or {}))
+    return lookup(kind, name)(**dict(params or {}))
 
 
 def register_encoder(name: str) -> Callable[[M], M]:
@@ -64,3 +72,8 @@ def encoder_names() -> list[str]:
 def build_encoder(name: str, params: Mapping[str, Any] | None = None) -> nn.Module:
     """Instantiate the encoder registered as ``name`` with keyword ``params``."""
     return build("encoder", name, params)
+
+
+def encoder_class(name: str) -> type[nn.Module]:
+    """The encoder class registered as ``name`` (its class attributes say e.g. which ``inputs`` it takes)."""
+    return lookup("encoder", name)
