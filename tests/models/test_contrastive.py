@@ -1,7 +1,7 @@
 """The contrastive loss: against a NumPy computation by hand, across two gloo ranks, and that it trains."""
 
 import math
-import socket
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +72,6 @@ def test_gather_without_a_process_group_is_the_identity():
     assert gather_with_grad(x) is x
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _tiny_towers() -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     return nn.Linear(5, 4), nn.Linear(7, 4)
@@ -91,8 +85,11 @@ def _loss_and_grads(
     return float(loss.detach()), [p.grad.clone() for p in (*a_net.parameters(), *b_net.parameters())]
 
 
-def _rank_main(rank: int, world: int, port: int, out: str, xa: torch.Tensor, xb: torch.Tensor) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _rank_main(rank: int, world: int, out: str, xa: torch.Tensor, xb: torch.Tensor) -> None:
+    # rendezvous through a file (no free-port race) and gloo pinned to loopback
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    init = f"file://{Path(out) / 'rendezvous'}"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         a_net, b_net = (nn.parallel.DistributedDataParallel(m) for m in _tiny_towers())
         rows = slice(rank * len(xa) // world, (rank + 1) * len(xa) // world)
@@ -108,9 +105,7 @@ def test_two_gloo_ranks_give_the_global_batch_loss_and_gradient(tmp_path):
     rng = np.random.default_rng(1)
     xa = torch.tensor(rng.normal(size=(8, 5)), dtype=torch.float32)
     xb = torch.tensor(rng.normal(size=(8, 7)), dtype=torch.float32)
-    mp.start_processes(
-        _rank_main, args=(2, _free_port(), str(tmp_path), xa, xb), nprocs=2, start_method="spawn"
-    )
+    mp.start_processes(_rank_main, args=(2, str(tmp_path), xa, xb), nprocs=2, start_method="spawn")
     single_loss, single_grads = _loss_and_grads(*_tiny_towers(), xa, xb)
     expected = np.concatenate([[single_loss], *[g.numpy().ravel() for g in single_grads]])
     for rank in range(2):
