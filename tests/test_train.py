@@ -197,7 +197,12 @@ def test_checkpoints_in_s3_resume_and_export(local_ray, s3, sample_archive, tmp_
     stream = tiny_stream(sample_archive)
     prefix = f"runs-{uuid.uuid4().hex[:8]}"
     name = f"s3-{prefix}"
-    run = RunSpec(name=name, storage_path=f"s3://pimc-test/{prefix}", workers=2, cpus_per_worker=0.5)
+    # max_failures=1: once in three full-suite runs a Ray Train worker process died mid-run here (exit "connection
+    # error code 2", cause not yet found, see docs/pretraining.md); Ray Train then restarts the workers from the
+    # newest checkpoint, which is the behaviour a real run relies on. The resume assertions below still hold.
+    run = RunSpec(
+        name=name, storage_path=f"s3://pimc-test/{prefix}", workers=2, cpus_per_worker=0.5, max_failures=1
+    )
     first = TrainConfig(
         model=TINY, steps=2, batch_size=16, checkpoint_every=2, warmup_steps=1, shuffle_buffer=64
     )
