@@ -105,7 +105,19 @@ def test_two_gloo_ranks_give_the_global_batch_loss_and_gradient(tmp_path):
     rng = np.random.default_rng(1)
     xa = torch.tensor(rng.normal(size=(8, 5)), dtype=torch.float32)
     xb = torch.tensor(rng.normal(size=(8, 7)), dtype=torch.float32)
-    mp.start_processes(_rank_main, args=(2, str(tmp_path), xa, xb), nprocs=2, start_method="spawn")
+    for attempt in range(2):
+        # Twice, in full fresh-clone suites only, rank 0 aborted inside gloo's set-up ("terminate called without
+        # an active exception") before computing anything; never in isolation. One retry with a fresh
+        # rendezvous keeps that set-up flake from failing CI; the values below are still checked exactly.
+        try:
+            out = tmp_path / f"attempt{attempt}"
+            out.mkdir()
+            mp.start_processes(_rank_main, args=(2, str(out), xa, xb), nprocs=2, start_method="spawn")
+            break
+        except mp.ProcessExitedException:
+            if attempt:
+                raise
+    tmp_path = out
     single_loss, single_grads = _loss_and_grads(*_tiny_towers(), xa, xb)
     expected = np.concatenate([[single_loss], *[g.numpy().ravel() for g in single_grads]])
     for rank in range(2):
