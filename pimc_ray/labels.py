@@ -181,14 +181,19 @@ class StacLabels:
 
     def legend(self) -> tuple[dict[int, str], dict[int, str]]:
         """Class names and hex colours from ``classification:classes``."""
-        for item in self.items:
-            for asset in item.get("assets", {}).values():
-                classes = asset.get("classification:classes") or []
-                if classes:
-                    names = {int(c["value"]): str(c.get("name", c["value"])) for c in classes}
-                    colors = {int(c["value"]): str(c["color_hint"]) for c in classes if "color_hint" in c}
-                    return names, colors
-        return {}, {}
+        return class_legend(self.items)
+
+
+def class_legend(label_items: Sequence[Mapping[str, Any]]) -> tuple[dict[int, str], dict[int, str]]:
+    """Class names and hex colours from the label items' ``classification:classes``."""
+    for item in label_items:
+        for asset in item.get("assets", {}).values():
+            classes = asset.get("classification:classes") or []
+            if classes:
+                names = {int(c["value"]): str(c.get("name", c["value"])) for c in classes}
+                colors = {int(c["value"]): str(c["color_hint"]) for c in classes if "color_hint" in c}
+                return names, colors
+    return {}, {}
 
 
 LabelSource = GeoJSONLabels | RasterLabels | StacLabels

@@ -36,6 +36,7 @@ from pimc_ray.aoi import AOI
 from pimc_ray.catalogs import BANDS
 from pimc_ray.errors import InvalidConfigError, NoItemsFoundError, PimcError
 from pimc_ray.infer import WindowEmbedder, balanced_sample, read_labels, sample_pixels, series_reader
+from pimc_ray.labels import class_legend
 from pimc_ray.models.checkpoint import EncoderConfig, load_checkpoint, sha256_file
 from pimc_ray.patches import MEDIAN, check_composite
 from pimc_ray.runner import AreaRequest, WindowFailure, run_windows
@@ -211,22 +212,10 @@ def fit_head(request: MapRequest, progress: Progress) -> Any:
         raise NoItemsFoundError(
             f"the head's training area holds labels of {len(classes)} class(es); pick a larger --head-train-aoi"
         )
-    names, colors = _class_legend(label_items)
+    names, colors = class_legend(label_items)
     progress(f"[head] fitting on {len(y)} labelled pixels of {len(classes)} classes")
     head = LinearClassifier(x.shape[1], classes, {c: names.get(c, str(c)) for c in classes}, colors)
     return head.fit(x, y)
-
-
-def _class_legend(label_items: Sequence[Mapping[str, Any]]) -> tuple[dict[int, str], dict[int, str]]:
-    """Class names and hex colours from the labels' ``classification:classes``."""
-    for item in label_items:
-        for asset in item.get("assets", {}).values():
-            classes = asset.get("classification:classes") or []
-            if classes:
-                names = {int(c["value"]): str(c.get("name", c["value"])) for c in classes}
-                colors = {int(c["value"]): str(c["color_hint"]) for c in classes if "color_hint" in c}
-                return names, colors
-    return {}, {}
 
 
 def _load_or_fit_head(request: MapRequest, store: Store, resuming: bool, progress: Progress) -> Any:
