@@ -16,9 +16,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from pimc_ray.errors import PimcError
+from pimc_ray.testing._service import LocalService
 from pimc_ray.testing.stac_server import free_port, wait_until_up
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def wait_for_job_agent(address: str, *, timeout: float = 120.0) -> None:
     raise PimcError(f"the Ray head at {address} did not accept jobs within {timeout:.0f} s ({last_error})")
 
 
-class LocalRayHead:
+class LocalRayHead(LocalService):
     """A Ray head with ``num_cpus`` CPUs on 127.0.0.1, started on entering the context and stopped on exit.
 
     Ray's temporary folder is a new short folder under /tmp (its unix sockets must stay under 107 characters)
@@ -131,11 +131,3 @@ class LocalRayHead:
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None
-
-    def __enter__(self) -> LocalRayHead:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

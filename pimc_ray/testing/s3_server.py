@@ -28,9 +28,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from pimc_ray.errors import PimcError
+from pimc_ray.testing._service import LocalService
 from pimc_ray.testing.stac_server import free_port
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ _SERVICES = ("master", "volume", "filer", "s3", "admin")
 _WEED_ENV_DROP = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "S3_BUCKET")
 
 
-class LocalS3Server:
+class LocalS3Server(LocalService):
     """``weed mini`` with an S3 endpoint on 127.0.0.1 and the given buckets created.
 
     Args:
@@ -181,11 +181,3 @@ class LocalS3Server:
             self._config_dir = None
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalS3Server:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -26,9 +26,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from pimc_ray.errors import PimcError
+from pimc_ray.testing._service import LocalService
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def wait_until_up(url: str, *, timeout: float = 20.0, process: subprocess.Popen[
     raise PimcError(f"the local STAC server did not answer at {url} within {timeout:.0f} s")
 
 
-class LocalStacServer:
+class LocalStacServer(LocalService):
     """``rustac serve`` over an archive's items, on loopback, for as long as the context is open.
 
     Args:
@@ -165,11 +165,3 @@ class LocalStacServer:
         """Ids of the collections the server knows."""
         with urllib.request.urlopen(f"{self.url}/collections", timeout=5) as response:
             return [c["id"] for c in json.load(response)["collections"]]
-
-    def __enter__(self) -> LocalStacServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
