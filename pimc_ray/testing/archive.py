@@ -59,6 +59,7 @@ from pimc_ray.testing.archive_scenes import (
     CLASSES,
     ClassInfo,
     Scene,
+    elevation,
     label_raster,
     render_scene,
     solar_position,
@@ -93,6 +94,7 @@ __all__ = [
     "acquisition_dates",
     "build_archive",
     "dn_carries_offset",
+    "elevation",
     "label_raster",
     "main",
     "processing_baseline",
@@ -106,7 +108,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the archive layout; an archive written by another version is rebuilt.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _MANIFEST = "archive.json"
 _ITEMS = "items.ndjson"
 _GENERATOR = "pimc_ray.testing.archive"

@@ -32,7 +32,14 @@ from numpy.typing import NDArray
 
 from pimc_ray.catalogs import BANDS, QUANTIFICATION, SCL
 from pimc_ray.testing._noise import fbm, hash_uniform, jittered_voronoi, stream_key
-from pimc_ray.testing.archive_grid import ACQUISITION_TIME, ArchiveSpec, TileInfo, tile_info
+from pimc_ray.testing.archive_grid import (
+    ACQUISITION_TIME,
+    ZONE32_EAST_EDGE,
+    ZONE33_WEST_EDGE,
+    ArchiveSpec,
+    TileInfo,
+    tile_info,
+)
 
 #: Bands stored at 10 m, and at 20 m, in :data:`pimc_ray.catalogs.BANDS` order.
 BANDS_10M: tuple[str, ...] = ("B02", "B03", "B04", "B08")
@@ -141,6 +148,13 @@ _ONSET_DAYS, _LENGTH_DAYS = 21.0, 14.0
 _NOISE_ABS, _NOISE_REL = 0.005, 0.02
 _AMPLITUDE = (0.65, 1.05)
 _PASTURE_SHARE, _CATCH_SHARE = 0.3, 0.4
+
+# Terrain: the plain in the west (32TQR, 60-120 m) rises east into the foothills (33TTL, 700-900 m). Seasons come
+# later uphill, by Hopkins' bioclimatic law about 4 days per 122 m: sowing, green-up, cuts, harvest and leaf-fall
+# of 33TTL run about three weeks behind 32TQR's. Elevation = plain + rise x L((easting from 12 E - centre) /
+# width) + hills (+-60 m of fractal noise).
+_PLAIN_M, _RISE_M, _SLOPE_CENTRE_M, _SLOPE_WIDTH_M, _HILLS_M = 60.0, 840.0, -800.0, 700.0, 120.0
+_DELAY_DAYS_PER_M = 4.0 / 122.0
 
 _MACRO_CELL, _FIELD_CELL, _WARP_M = 420.0, 180.0, 110.0
 # Kinds of the nine macro cells of each 3 x 3 block (0: farmland cut into fields).
@@ -335,10 +349,12 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
     def draw(name: str) -> NDArray[np.float32]:
         return hash_uniform(key(name), *parcel).astype(np.float32)
 
-    # Timing: sowing (onset) +-3 weeks, season length +-2 weeks, green-up and senescence speed x0.7-1.4.
+    # Timing: the region's calendar (elevation), then per field: sowing (onset) +-3 weeks, season length
+    # +-2 weeks, green-up and senescence speed x0.7-1.4.
+    delay = elevation(seed, tile) * _DELAY_DAYS_PER_M
     shift = (draw("shift") - 0.5) * (2 * _ONSET_DAYS)
     phenology = _PHENOLOGY[classes].transpose(2, 0, 1).copy()  # (10, y, x)
-    phenology[[2, 5, 8]] += shift  # the three onsets s1, s2, s3
+    phenology[[2, 5, 8]] += shift + delay  # the three onsets s1, s2, s3
     phenology[5] += (draw("length") - 0.5) * (2 * _LENGTH_DAYS)  # end of season (harvest, leaf-fall)
     phenology[[3, 6]] *= 0.7 + 0.7 * draw("speed")
     amplitude = _AMPLITUDE[0] + (_AMPLITUDE[1] - _AMPLITUDE[0]) * draw("amplitude")
@@ -348,7 +364,9 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
     garden = np.clip(fbm(key("garden"), xs, ys, 60.0, octaves=2) * 1.1 - 0.25, 0.0, 0.45)
     amplitude = np.where(classes == 7, garden, amplitude).astype(np.float32)
     cuts = [draw(f"cut-{k}") for k in range(3)]
-    mowing = np.stack([d + 0.5 * shift + (c - 0.5) * 20.0 for d, c in zip(_MOWING_DOY, cuts, strict=True)])
+    mowing = np.stack(
+        [d + delay + 0.5 * shift + (c - 0.5) * 20.0 for d, c in zip(_MOWING_DOY, cuts, strict=True)]
+    )
     mowing[2] = np.where(draw("third-cut") < 0.4, _NEVER, mowing[2])  # two cuts only
     mowing[:, pasture] = _NEVER
     # Some winter cereal fields carry a catch crop (mustard, phacelia) from August until ploughing.
@@ -356,8 +374,8 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
     catch = np.stack(
         [
             np.where(has_catch, 0.25 + 0.35 * draw("catch-height"), 0.0),
-            205.0 + 30.0 * draw("catch-emergence"),
-            285.0 + 20.0 * draw("catch-end"),
+            205.0 + delay + 30.0 * draw("catch-emergence"),
+            285.0 + delay + 20.0 * draw("catch-end"),
         ]
     ).astype(np.float32)
 
@@ -376,6 +394,19 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
     for a in arrays:
         a.flags.writeable = False
     return _Landscape(*arrays)
+
+
+def elevation(seed: int, tile: TileInfo) -> NDArray[np.float32]:
+    """``(y, x)`` terrain height in metres: the plain in the west rising into the foothills in the east.
+
+    A logistic slope across the easting measured from the 12 E meridian (the zone 32 / zone 33 boundary, so the
+    slope runs on across the three tiles), plus low fractal hills.
+    """
+    xs, ys = tile.pixel_centres()
+    east = xs - (ZONE32_EAST_EDGE if tile.epsg == 32632 else ZONE33_WEST_EDGE)  # metres east of 12 E
+    slope = _PLAIN_M + _RISE_M * _logistic((east - _SLOPE_CENTRE_M) / _SLOPE_WIDTH_M)
+    hills = (fbm(stream_key(seed, tile.epsg, "hills"), xs, ys, 900.0, octaves=2) - 0.5) * _HILLS_M
+    return (slope[None, :] + hills).astype(np.float32)
 
 
 def _green_fraction(land: _Landscape, doy: float) -> NDArray[np.float32]:

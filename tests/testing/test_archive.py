@@ -36,6 +36,7 @@ from pimc_ray.testing.archive import (
     ArchiveSpec,
     acquisition_dates,
     build_archive,
+    elevation,
     label_raster,
     main,
     render_scene,
@@ -270,6 +271,30 @@ def test_fields_of_one_crop_differ_in_timing_and_management() -> None:
     assert 0.2 < np.mean(catch_crops[labels == 1] > 0.4) < 0.7  # some fields green again, most not
     emergence = ndvi(dt.date(2022, 6, 12))[labels == 2]  # maize sown over several weeks
     assert np.percentile(emergence, 90) - np.percentile(emergence, 10) > 0.2
+
+
+def test_seasons_come_later_uphill() -> None:
+    """33TTL lies in the foothills, about 770 m above 32TQR: its winter cereals are harvested weeks later."""
+    spec = ArchiveSpec(cloud_rate=0.0)
+    dates = [d for d in acquisition_dates(spec) if dt.date(2022, 5, 20) <= d <= dt.date(2022, 8, 31)]
+
+    def harvest_day(tile_id: str) -> float:
+        """Day of year when the mean NDVI of the tile's winter cereal has fallen halfway (by interpolation)."""
+        cereal = label_raster(spec, tile_id) == 1
+        curve = []
+        for date in dates:
+            scene = render_scene(spec, tile_id, date)
+            red, nir = scene.band("B04")[cereal], scene.band("B08")[cereal]
+            curve.append(float(np.mean((nir - red) / (nir + red))))
+        half = (max(curve) + min(curve)) / 2
+        days = [d.timetuple().tm_yday for d in dates]
+        i = next(i for i in range(1, len(curve)) if curve[i - 1] >= half > curve[i])
+        return days[i - 1] + (curve[i - 1] - half) / (curve[i - 1] - curve[i]) * (days[i] - days[i - 1])
+
+    height = {t: float(elevation(spec.seed, tile_info(spec, t)).mean()) for t in ("32TQR", "33TTL")}
+    assert 700 < height["33TTL"] - height["32TQR"] < 850
+    # Hopkins' law: ~4 days per 122 m, so ~25 days; per-field timing noise leaves a few days either way
+    assert 18 < harvest_day("33TTL") - harvest_day("32TQR") < 32
 
 
 def test_residual_atmosphere_is_left_in_and_absent_from_a_clean_archive() -> None:
