@@ -23,8 +23,12 @@ on every side, on the same grid and not clipped to the tile or the AOI, so edge 
     -> embedding        (D, h, w)     float32, NaN outside the AOI and where the patch holds nodata
 
 A pixel whose patch reaches nodata (no cloud-free data there, or the edge of the archive) is nodata, as pretraining
-never draws such a pixel (:mod:`pimc_ray.pairs`). Both paths run the same code on the CPU and on a GPU: series go
-to the device once (per batch for plots, per window for patches) and reach torch through DLPack.
+never draws such a pixel (:mod:`pimc_ray.pairs`). The joint encoder (``pimc-joint``: both towers) reads like an
+image-patch encoder; its plot encoder takes the blue, red and NIR series of the window's own pixels, its patch
+encoder the patches, and a pixel's embedding is the two side by side (nodata where either is).
+
+Both paths run the same code on the CPU and on a GPU: series go to the device once (per batch for plots, per
+window for patches) and reach torch through DLPack.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ from pimc_ray.xp import import_cupy, to_numpy, to_torch
 
 logger = logging.getLogger(__name__)
 
+#: Where blue, red and NIR (what plots are built from) sit among the ten bands a joint encoder's windows hold.
+_PLOT_BANDS = [BANDS.index(b) for b in INDEX_BANDS]
+
 
 @dataclass(frozen=True)
 class WindowResult:
@@ -66,7 +73,8 @@ class WindowEmbedder:
             bands on the same dates and time grid, see :func:`series_reader`).
         items: Sentinel-2 L2A item dicts covering the grid (only needed to read windows: ``__call__``).
         encoder: a torch module mapping (n, 3, T, T) plots, or (n, 10, k, k) patches when its ``inputs`` are
-            ``"patches"``, to (n, D); put in eval mode here.
+            ``"patches"``, to (n, D), or a joint encoder (``"plots+patches"``: its ``rp`` and ``rsi`` parts);
+            put in eval mode here.
         batch_size: pixels per encoder batch.
         threads: torch intra-op threads (1 per Ray CPU actor).
         device: ``cpu``, or ``cuda`` to build plots (CuPy) or cut patches there and run the encoder on the GPU.
@@ -92,7 +100,7 @@ class WindowEmbedder:
         if tuple(spec.bands) != INDEX_BANDS:
             raise ValueError(f"the embedder reads {INDEX_BANDS}, got bands {spec.bands}")
         check_composite(composite)
-        if encoder.inputs == "patches" and encoder.in_channels != len(BANDS):
+        if encoder.inputs != "plots" and encoder.in_channels != len(BANDS):
             raise ValueError(
                 f"an image-patch encoder for mapping takes the {len(BANDS)} bands {BANDS}, "
                 f"this one takes {encoder.in_channels}"
@@ -105,6 +113,11 @@ class WindowEmbedder:
         self.composite = composite
         self.encoder = encoder.eval().to(device)
         self.embed_dim = int(encoder.embed_dim)
+        joint = encoder.inputs == "plots+patches"
+        self.plot_encoder = encoder.rp if joint else encoder if encoder.inputs == "plots" else None
+        """What :meth:`embed_series` runs: the encoder, or the joint encoder's plot part (None: patches only)."""
+        self.patch_encoder = encoder.rsi if joint else encoder if encoder.inputs == "patches" else None
+        """What :meth:`embed_patches` runs: the encoder, or the joint encoder's patch part (None: plots only)."""
 
     @property
     def halo(self) -> int:
@@ -119,8 +132,11 @@ class WindowEmbedder:
         """
         import torch
 
+        encoder = self.plot_encoder
+        if encoder is None:
+            raise ValueError("this encoder takes image patches, not series: use embed_patches()")
         n_pix = series.shape[-1]
-        out = np.full((n_pix, self.embed_dim), np.nan, dtype=np.float32)
+        out = np.full((n_pix, int(encoder.embed_dim)), np.nan, dtype=np.float32)
         ok = np.flatnonzero(np.isfinite(series).all(axis=(0, 1)))
         by_band = np.ascontiguousarray(series[:, :, ok].transpose(1, 2, 0))  # (3, n, T): blue, red, nir
         xp = import_cupy() if self.device == "cuda" else np
@@ -128,7 +144,7 @@ class WindowEmbedder:
             for start in range(0, len(ok), self.batch_size):
                 batch = xp.asarray(by_band[:, start : start + self.batch_size])  # host -> device once
                 plots = to_torch(rp_from_reflectance(batch[0], batch[1], batch[2]))  # (n, 3, T, T)
-                emb = self.encoder(plots)
+                emb = encoder(plots)
                 emb[~torch.isfinite(plots).flatten(1).all(dim=1)] = torch.nan  # e.g. a black pixel's NDVI
                 out[ok[start : start + len(plots)]] = emb.float().cpu().numpy()
         return out
@@ -151,6 +167,9 @@ class WindowEmbedder:
         """
         import torch
 
+        encoder = self.patch_encoder
+        if encoder is None:
+            raise ValueError("this encoder takes recurrence plots, not patches: use embed_series()")
         m = self.halo
         k = 2 * m + 1
         grown = (height + 2 * m, width + 2 * m)
@@ -167,12 +186,12 @@ class WindowEmbedder:
             ok &= keep
         idx = np.flatnonzero(ok)
         rows, cols = np.divmod(idx, width)
-        out = np.full((height * width, self.embed_dim), np.nan, dtype=np.float32)
+        out = np.full((height * width, int(encoder.embed_dim)), np.nan, dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(idx), self.batch_size):
                 part = slice(start, start + self.batch_size)
                 batch = patches_at(image, xp.asarray(rows[part]), xp.asarray(cols[part]), k)
-                emb = self.encoder(to_torch(batch))  # (n, 10, k, k) -> (n, D)
+                emb = encoder(to_torch(batch))  # (n, 10, k, k) -> (n, D)
                 out[idx[part]] = emb.float().cpu().numpy()
         return out
 
@@ -180,13 +199,18 @@ class WindowEmbedder:
         """Embed a window whose series were already read by :func:`series_reader` (the compute stage of a run)."""
         h, w = window.height, window.width
         inside = grid.inside(window).reshape(-1)  # pixels outside the AOI are not embedded at all
-        if self.encoder.inputs == "patches":
-            emb = self.embed_patches(series.values, h, w, keep=inside)  # (P, D)
-            m = self.halo
-            valid_count = series.valid_count.reshape(h + 2 * m, w + 2 * m)[m : m + h, m : m + w]
-        else:
+        if self.encoder.inputs == "plots":
             emb = self.embed_series(np.where(inside, series.values, np.nan))  # (P, D)
             valid_count = series.valid_count.reshape(h, w)
+        else:
+            m = self.halo
+            emb = self.embed_patches(series.values, h, w, keep=inside)  # (P, D)
+            valid_count = series.valid_count.reshape(h + 2 * m, w + 2 * m)[m : m + h, m : m + w]
+            if self.plot_encoder is not None:  # joint: the window's own pixels' plots first
+                grown = series.values.reshape(*series.values.shape[:2], h + 2 * m, w + 2 * m)
+                own = grown[:, _PLOT_BANDS, m : m + h, m : m + w].reshape(grown.shape[0], 3, h * w)
+                emb = np.concatenate([self.embed_series(np.where(inside, own, np.nan)), emb], axis=1)
+                emb[~np.isfinite(emb).all(axis=1)] = np.nan  # nodata where either part is
         embedding = emb.T.reshape(self.embed_dim, h, w)
         return WindowResult(window, embedding, valid_count)
 
@@ -219,12 +243,12 @@ def series_reader(spec: SeriesSpec, items: Sequence[Mapping[str, Any]], encoder:
             ``inputs`` and ``halo``).
 
     Returns:
-        For a plot encoder, the spec's bands on the window; for an image-patch encoder, all ten bands on the
-        window grown by the encoder's halo.
+        For a plot encoder, the spec's bands on the window; for an image-patch (or joint) encoder, all ten bands
+        on the window grown by the encoder's halo.
     """
-    if encoder.inputs == "patches":
-        return SeriesReader(replace(spec, bands=BANDS), list(items), int(encoder.halo))
-    return SeriesReader(spec, list(items))
+    if encoder.inputs == "plots":
+        return SeriesReader(spec, list(items))
+    return SeriesReader(replace(spec, bands=BANDS), list(items), int(encoder.halo))
 
 
 def read_labels(

@@ -104,7 +104,7 @@ class MapRequest(AreaRequest):
     def patch_params(self) -> dict[str, Any] | None:
         """What decides an image-patch encoder's input besides its config: bands, composite and the read halo
         (None for plot encoders, whose run keys stay as they were)."""
-        if self.encoder.inputs != "patches":
+        if self.encoder.inputs == "plots":
             return None
         return {"bands": list(BANDS), "composite": self.composite, "halo": self.encoder.halo}
 

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "step_"
 #: Sub-folder of an export holding the RSI (image-patch) encoder, an encoder checkpoint of its own.
 RSI_EXPORT = "rsi"
+#: Sub-folder of an export holding both encoders side by side (``pimc-joint``), an encoder checkpoint too.
+JOINT_EXPORT = "joint"
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,23 @@ class TrainConfig:
     log_every: int = 20
     shuffle_buffer: int = 2048
     """Pairs in each worker's local shuffle buffer (mixes pairs of several windows into a batch)."""
+    time_shift: int = 2
+    """Augmentation: each pair's series is shifted by a random whole number of grid steps in
+    ``[-time_shift, time_shift]`` (edge values repeated) before its plots are built, so that the RP encoder
+    learns features that survive a field sown a little earlier or a region a little later (2: up to 20 days
+    either way on the default 10-day grid; 0: none, as in the paper)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.shuffle_buffer < 0:
+        if (
+            min(self.weight_decay, self.warmup_steps, self.shuffle_buffer, self.time_shift) < 0
+            or self.lr <= 0
+        ):
             raise ValueError(
-                "lr must be positive; weight_decay, warmup_steps and shuffle_buffer non-negative"
+                "lr must be positive; weight_decay, warmup_steps, shuffle_buffer and time_shift non-negative"
             )
 
     def lr_at(self, step: int) -> float:
@@ -242,6 +252,20 @@ def plots_from_series(series: np.ndarray) -> Any:
     return torch.from_numpy(rp_from_reflectance(series[:, 0], series[:, 1], series[:, 2]))
 
 
+def shift_series(series: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, C, T)`` series, each sample moved by its own random ``s`` in ``[-max_shift, max_shift]`` steps.
+
+    ``out[i, :, t] = series[i, :, clip(t - s_i, 0, T - 1)]``: a later season for ``s > 0``, with the first (or
+    last) value repeated into the steps the shift uncovers.
+    """
+    if max_shift == 0:
+        return series
+    n, _, steps = series.shape
+    shifts = rng.integers(-max_shift, max_shift + 1, size=n)
+    source = np.clip(np.arange(steps)[None, :] - shifts[:, None], 0, steps - 1)  # (n, T)
+    return np.take_along_axis(series, source[:, None, :], axis=2)
+
+
 def _optimizer(model: Any, config: TrainConfig) -> Any:
     import torch
 
@@ -284,6 +308,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     local_batch = config.batch_size // world
     losses: list[float] = []
     t0, pairs = 0.0, 0
+    augment = np.random.default_rng([config.seed, rank, step])  # a resumed run draws new shifts
     while step < config.steps:
         batches = shard.iter_batches(
             batch_size=local_batch,
@@ -297,7 +322,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             seen += 1
             if not t0:
                 t0 = time.perf_counter()  # rate from the first batch: startup is not throughput
-            plots = plots_from_series(batch["series"]).to(device, non_blocking=True)
+            series = shift_series(batch["series"], config.time_shift, augment)
+            plots = plots_from_series(series).to(device, non_blocking=True)
             patches = torch.from_numpy(batch["patch"]).to(device, non_blocking=True)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
@@ -499,7 +525,8 @@ def pretrain(
     if export_to is not None:
         exported = export_encoder(result_checkpoint, export_to, run=run, filesystem=filesystem)
         progress(
-            f"[pretrain] exported the RP encoder to {exported} and the RSI encoder to {exported / RSI_EXPORT}"
+            f"[pretrain] exported the RP encoder to {exported}, the RSI encoder to {exported / RSI_EXPORT} "
+            f"and both (joint) to {exported / JOINT_EXPORT}"
         )
     step = int(metrics.get("step", start))
     return PretrainResult(str(result_checkpoint), step, exported, metrics, time.perf_counter() - t0)
@@ -508,18 +535,19 @@ def pretrain(
 def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, filesystem: Any = None) -> Path:
     """Write the encoders of a training checkpoint (local or in object storage) for mapping; returns ``out``.
 
-    Two encoder checkpoints, each one ``jobs/embed_aoi.py --checkpoint`` and :func:`load_checkpoint` accept::
+    Three encoder checkpoints, each one ``jobs/embed_aoi.py --checkpoint`` and :func:`load_checkpoint` accept::
 
-        out/model.safetensors, out/config.json          the RP encoder (rp-resnet)
-        out/rsi/model.safetensors, out/rsi/config.json  the RSI encoder (rsi-cnn), with a ``patches`` record
-                                                        (bands, composite, patch size) of its pretraining pairs
+        out/model.safetensors, out/config.json              the RP encoder (rp-resnet)
+        out/rsi/model.safetensors, out/rsi/config.json      the RSI encoder (rsi-cnn), with a ``patches`` record
+                                                            (bands, composite, patch size) of its pretraining pairs
+        out/joint/model.safetensors, out/joint/config.json  both side by side (pimc-joint), the same record
 
-    Both ``config.json`` have ``"kind": "pimc-encoder"``, the ``branch`` (``rp`` or ``rsi``) and a ``trained``
-    record. Loading ``out`` reads and hashes its own two files only, so the sub-folder does not disturb it; it is
-    written after the RP encoder, because writing a checkpoint replaces its whole folder.
+    Every ``config.json`` has ``"kind": "pimc-encoder"``, the ``branch`` (``rp``, ``rsi`` or ``joint``) and a
+    ``trained`` record. Loading ``out`` reads and hashes its own two files only, so the sub-folders do not disturb
+    it; they are written after the RP encoder, because writing a checkpoint replaces its whole folder.
     """
     from pimc_ray.catalogs import BANDS
-    from pimc_ray.models.checkpoint import save_checkpoint
+    from pimc_ray.models.checkpoint import EncoderConfig, save_checkpoint
     from pimc_ray.models.train_state import load_training_checkpoint
     from pimc_ray.patches import MEDIAN
 
@@ -555,6 +583,15 @@ def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, fi
             state.model.rsi,
             config.rsi,
             extra={**meta, "branch": "rsi", "patches": patches},
+        )
+        joint_config = EncoderConfig(
+            name="pimc-joint", params={"rp": config.rp.to_dict(), "rsi": config.rsi.to_dict()}
+        )
+        joint = joint_config.build()
+        joint.rp.load_state_dict(state.model.rp.state_dict())
+        joint.rsi.load_state_dict(state.model.rsi.state_dict())
+        save_checkpoint(
+            folder / JOINT_EXPORT, joint, joint_config, extra={**meta, "branch": "joint", "patches": patches}
         )
         return folder
 

@@ -7,6 +7,7 @@ input, no items, a corrupt or mismatched checkpoint) becomes one line on stderr 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -119,6 +120,12 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p.add_argument("--composite", default="median", help="'median' or a date YYYY-MM-DD (nearest grid step)")
     p.add_argument("--pixels-per-window", type=int, default=1024, help="pairs drawn per window visit")
     p.add_argument(
+        "--time-shift",
+        type=int,
+        default=2,
+        help="augmentation: move each series by up to this many grid steps, either way (0: none)",
+    )
+    p.add_argument(
         "--shuffle-buffer", type=int, default=2048, help="pairs each worker mixes before a batch (0: none)"
     )
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers (DDP ranks)")
@@ -151,14 +158,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         spec = _series_spec(args)
         aoi = _union([load_aoi(a) for a in args.aoi])
         try:
-            pair_spec = PairSpec(
-                spec,
-                patch_size=args.patch_size,
-                composite=args.composite,
-                window_size=args.window_size,
-                pixels_per_window=args.pixels_per_window,
-                seed=args.seed,
-            )
+            pair_spec = _from_args(PairSpec, args, series=spec)
             model = PIMCConfig(
                 rsi=EncoderConfig(
                     name="rsi-cnn", params={**DEFAULT_RSI_PARAMS, "patch_size": args.patch_size}
@@ -169,30 +169,14 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
                 },
                 seed=args.seed,
             )
-            config = TrainConfig(
-                model=model,
-                steps=args.train_steps,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                weight_decay=args.weight_decay,
-                warmup_steps=args.warmup_steps,
-                checkpoint_every=args.checkpoint_every,
-                log_every=args.log_every,
-                shuffle_buffer=args.shuffle_buffer,
-                seed=args.seed,
-            )
+            config = _from_args(TrainConfig, args, model=model, steps=args.train_steps)
             out = args.out.resolve()
-            run = RunSpec(
+            run = _from_args(
+                RunSpec,
+                args,
                 name=args.name or out.name,
                 storage_path=args.storage or str(out.parent / "runs"),
-                workers=args.workers,
                 use_gpu=args.gpu,
-                cpus_per_worker=args.cpus_per_worker,
-                readers=args.readers,
-                reader_cpus=args.reader_cpus,
-                keep_checkpoints=args.keep_checkpoints,
-                s3_endpoint=args.s3_endpoint,
-                max_failures=args.max_failures,
             )
         except ValueError as err:
             raise PimcError(str(err)) from err
@@ -216,6 +200,12 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _run(work)
+
+
+def _from_args(cls: Any, args: argparse.Namespace, **given: Any) -> Any:
+    """A dataclass ``cls`` from the parsed flags named like its fields, and ``given`` values for the rest."""
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**flags, **given})
 
 
 def _checkpoint_message(err: BaseException) -> str:

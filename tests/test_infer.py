@@ -172,3 +172,58 @@ def test_cuda_patch_path_matches_cpu():
     gpu = WindowEmbedder(SPEC, [], PATCHY.build(), batch_size=256, device="cuda").embed_patches(flat, 40, 40)
     np.testing.assert_array_equal(np.isnan(cpu), np.isnan(gpu))
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)
+
+
+# --- the joint encoder: both towers side by side --------------------------------------------------------------
+
+JOINT = EncoderConfig(name="pimc-joint", params={"rp": SMALL.to_dict(), "rsi": PATCHY.to_dict()})
+
+
+def test_joint_encoder_is_the_plot_embedding_then_the_patch_embedding():
+    m = 2
+    assert JOINT.inputs == "plots+patches" and JOINT.halo == m
+    reader = series_reader(SPEC, [], JOINT)
+    assert reader.halo == m and reader.spec.bands == BANDS
+    footprint = shapely.geometry.box(0.0, 0.0, 80.0, 160.0)  # the west 8 columns of a 16 x 16 grid
+    grid = patch_grid(16, footprint)
+    values = random_bands(16 + 2 * m, 16 + 2 * m, steps=36, seed=3)
+    values[:, :, 4 + m, 3 + m] = np.nan  # window pixel (4, 3) has no data
+    window = window_of(grid, 0, 0, 16, 16)
+    model = JOINT.build().eval()
+    result = WindowEmbedder(SPEC, [], model, batch_size=50).compute(
+        grid, window, read_grown(values, window, m)
+    )
+    assert result.embedding.shape == (24, 16, 16)
+
+    # by hand, pixel (10, 5): its own blue/red/NIR plots, then its 5 x 5 patch of the median
+    blue, red, nir = (values[:, BANDS.index(b), 10 + m, 5 + m][None] for b in ("B02", "B04", "B08"))
+    median = np.median(values, axis=0)
+    with torch.no_grad():
+        plots = torch.from_numpy(rp_from_reflectance(blue, red, nir))
+        patch = torch.from_numpy(median[None, :, 10 : 10 + 5, 5 : 5 + 5].copy())
+        expected = torch.cat([model.rp(plots), model.rsi(patch)], dim=1).numpy()[0]
+    np.testing.assert_allclose(result.embedding[:, 10, 5], expected, rtol=1e-5, atol=1e-6)
+
+    # nodata: whole pixels, outside the AOI and wherever either part has none (the plot part only at (4, 3))
+    nodata = np.isnan(result.embedding).all(axis=0)
+    assert (np.isnan(result.embedding).any(axis=0) == nodata).all()
+    expected_nodata = np.zeros((16, 16), bool)
+    expected_nodata[:, 8:] = True
+    expected_nodata[4 - m : 4 + m + 1, 3 - m : 3 + m + 1] = True
+    np.testing.assert_array_equal(nodata, expected_nodata)
+    with pytest.raises(ValueError, match="patches, not series"):
+        WindowEmbedder(SPEC, [], PATCHY.build()).embed_series(random_series())
+
+
+@pytest.mark.gpu
+def test_cuda_joint_path_matches_cpu():
+    m = 2
+    grid = patch_grid(24)
+    window = window_of(grid, 0, 0, 24, 24)
+    values = random_bands(24 + 2 * m, 24 + 2 * m, steps=36, seed=5)
+    values[:, :, 9, 9] = np.nan
+    series = read_grown(values, window, m)
+    cpu = WindowEmbedder(SPEC, [], JOINT.build(), batch_size=128).compute(grid, window, series).embedding
+    gpu = WindowEmbedder(SPEC, [], JOINT.build(), batch_size=128, device="cuda").compute(grid, window, series)
+    np.testing.assert_array_equal(np.isnan(cpu), np.isnan(gpu.embedding))
+    np.testing.assert_allclose(gpu.embedding, cpu, rtol=1e-3, atol=1e-4)

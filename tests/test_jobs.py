@@ -194,18 +194,31 @@ def test_mosaic_edges_equal_a_single_tile_run(s3_run, stac_api, tmp_path):
     np.testing.assert_allclose(mosaic, same, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
-def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(sample_archive, tmp_path, capsys):
-    """An rsi-cnn checkpoint mapped over four 64-pixel tiles equals a single-tile run of the same pixels: windows
-    are read grown by the halo, so pixels along tile (and window) edges get the same patches as interior ones."""
+PATCH_ENCODER = {
+    "name": "rsi-cnn",
+    "params": {"in_channels": 10, "patch_size": 5, "widths": [8], "embed_dim": 8},
+}
+JOINT_ENCODER = {
+    "name": "pimc-joint",
+    "params": {
+        "rp": {"name": "rp-resnet", "params": {"widths": [8], "embed_dim": 4}},
+        "rsi": {"name": "rsi-cnn", "params": {**PATCH_ENCODER["params"], "embed_dim": 4}},
+    },
+}
+
+
+@pytest.mark.parametrize("encoder", [PATCH_ENCODER, JOINT_ENCODER], ids=["rsi-cnn", "pimc-joint"])
+def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(encoder, sample_archive, tmp_path, capsys):
+    """An rsi-cnn (or joint) checkpoint mapped over four 64-pixel tiles equals a single-tile run of the same
+    pixels: windows are read grown by the halo, so pixels along tile (and window) edges get the same patches as
+    interior ones."""
     from pyproj import Transformer
 
     from pimc_ray.entrypoints import embed_main
     from pimc_ray.models import EncoderConfig, save_checkpoint
 
-    config = EncoderConfig(
-        name="rsi-cnn", params={"in_channels": 10, "patch_size": 5, "widths": [8], "embed_dim": 8}, seed=5
-    )
-    ckpt = save_checkpoint(tmp_path / "rsi", config.build(), config)  # randomly initialised
+    config = EncoderConfig.from_dict({**encoder, "seed": 5})
+    ckpt = save_checkpoint(tmp_path / "encoder", config.build(), config)  # randomly initialised
     items = [i for i in sample_archive.read_items("sentinel-2-l2a") if "_32TQS_" in i["id"]]
     snapshot = tmp_path / "items.ndjson"
     snapshot.write_text("".join(json.dumps(i) + "\n" for i in items))
@@ -232,7 +245,7 @@ def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(sample_archive, tmp_
         mosaic, bounds = m.read(), m.bounds
     with rasterio.open(tmp_path / "single" / "tiles" / single_tile / "embedding.tif") as big:
         same = big.read(window=big.window(*bounds))
-        assert json.loads(big.tags()["pimc_encoder"])["name"] == "rsi-cnn"
+        assert json.loads(big.tags()["pimc_encoder"])["name"] == encoder["name"]
     assert mosaic.shape == same.shape == (8, 128, 128)
     np.testing.assert_array_equal(np.isnan(mosaic), np.isnan(same))
     for edge in (mosaic[:, :, 63:65], mosaic[:, 63:65, :]):  # the pixels on both sides of the tile edges

@@ -31,6 +31,7 @@ from pimc_ray.train import (
     export_encoder,
     pretrain,
     resume_step,
+    shift_series,
     storage_filesystem,
     visits_needed,
 )
@@ -54,6 +55,25 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert TrainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
+
+
+def test_time_shift_moves_each_series_and_repeats_its_edge_values():
+    series = np.arange(2 * 2 * 6, dtype=np.float32).reshape(2, 2, 6) * 10  # two samples, two bands, T = 6
+    rng = np.random.default_rng(3)
+    expected_shifts = np.random.default_rng(3).integers(-2, 3, size=2)
+    out = shift_series(series, 2, rng)
+    for i, s in enumerate(expected_shifts):
+        # by hand: step t takes step t - s, clipped to the series
+        source = [min(max(t - s, 0), 5) for t in range(6)]
+        np.testing.assert_array_equal(out[i], series[i][:, source])
+    assert shift_series(series, 0, rng) is series
+    shifts_seen = {
+        int(np.argmax(row[0] == series[0, 0, 2]) - 2)
+        for row in shift_series(np.repeat(series[:1], 400, 0), 2, rng)
+    }
+    assert shifts_seen == {-2, -1, 0, 1, 2}  # every shift in range, none outside
+    with pytest.raises(ValueError, match="time_shift"):
+        TrainConfig(time_shift=-1)
 
 
 def test_storage_is_a_local_folder_or_s3(tmp_path):
@@ -243,7 +263,7 @@ def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_export_writes_the_rp_encoder_and_the_rsi_encoder_beside_it(tmp_path):
+def test_export_writes_the_rp_encoder_and_the_rsi_and_joint_encoders_beside_it(tmp_path):
     from pimc_ray.catalogs import BANDS
     from pimc_ray.models import save_training_checkpoint
     from pimc_ray.models.checkpoint import read_encoder_config
@@ -259,7 +279,7 @@ def test_export_writes_the_rp_encoder_and_the_rsi_encoder_beside_it(tmp_path):
     out = tmp_path / "encoder"
     for _ in range(2):  # a finished run resubmitted exports again over its own export
         assert export_encoder(str(ckpt), out) == out
-        assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "rsi"]
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", "joint", "model.safetensors", "rsi"]
 
     # the folder itself is still the RP encoder checkpoint: the rsi sub-folder is not part of it
     rp, meta = load_checkpoint(out, expect=TINY.rp)
@@ -272,10 +292,21 @@ def test_export_writes_the_rp_encoder_and_the_rsi_encoder_beside_it(tmp_path):
     assert rsi_meta["kind"] == "pimc-encoder" and rsi_meta["branch"] == "rsi"
     assert rsi_meta["trained"]["step"] == 3 and rsi_meta["trained"]["from"] == str(ckpt)
     assert rsi_meta["patches"] == {"bands": list(BANDS), "composite": "2022-07-15", "patch_size": 3}
+    # out/joint holds both: its embedding is the RP embedding followed by the image-patch embedding
+    joint_config = read_encoder_config(out / "joint")
+    assert (
+        joint_config.name == "pimc-joint"
+        and joint_config.inputs == "plots+patches"
+        and joint_config.halo == 1
+    )
+    joint, joint_meta = load_checkpoint(out / "joint", expect=joint_config)
+    assert joint_meta["branch"] == "joint" and joint_meta["patches"] == rsi_meta["patches"]
+    assert joint.embed_dim == rp.embed_dim + rsi.embed_dim == 32
     with torch.no_grad():
         plots, patches = torch.rand(2, 3, 36, 36), torch.rand(2, 10, 3, 3)
         assert torch.equal(rp(plots), model.rp.eval()(plots))
         assert torch.equal(rsi(patches), model.rsi.eval()(patches))
+        assert torch.equal(joint(plots, patches), torch.cat([rp(plots), rsi(patches)], dim=1))
 
 
 @pytest.mark.slow

@@ -5,28 +5,32 @@ Shapes:
 * ``rp-resnet``: (N, 3, T, T) float32 recurrence plots (NDVI, EVI, SAVI channels) -> (N, embed_dim) float32.
 * ``rsi-cnn``: (N, bands, k, k) float32 surface reflectance of a patch centred on the pixel (all ten
   Sentinel-2 bands B02..B12 by default) -> (N, embed_dim) float32.
+* ``pimc-joint``: both towers of one pretraining run side by side: plots (N, 3, T, T) and patches
+  (N, bands, k, k) of the same pixels -> (N, rp dim + rsi dim), the two embeddings concatenated.
 
 Both report their cost with :func:`pimc_ray.models.flops_per_sample` (tests/models pins the defaults).
 
-Spatial context: every encoder declares what it sees of a pixel (``inputs``: ``"plots"`` or ``"patches"``) and
+Spatial context: every encoder declares what it sees of a pixel (``inputs``: ``"plots"``, ``"patches"`` or both) and
 how many pixels of context it needs on each side of it (``halo``): 0 for ``rp-resnet``, which sees the pixel's own
 series only, and ``patch_size // 2`` for ``rsi-cnn``, whose patch is centred on the pixel. The mapping job reads
 every window grown by the halo (:func:`pimc_ray.infer.series_reader`), so a pixel at a tile or window edge gets
 the same context as one inside it; :class:`~pimc_ray.models.checkpoint.EncoderConfig` reports both for a config.
+``pimc-joint`` sees both, with the image-patch encoder's halo.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from pimc_ray.models.registry import register_encoder
+from pimc_ray.models.registry import build_encoder, register_encoder
 
-#: What an encoder sees of a pixel: its recurrence plots (N, 3, T, T), or an image patch around it (N, B, k, k).
-EncoderInputs = Literal["plots", "patches"]
+#: What an encoder sees of a pixel: its recurrence plots (N, 3, T, T), an image patch around it (N, B, k, k), or
+#: both (``forward(plots, patches)``).
+EncoderInputs = Literal["plots", "patches", "plots+patches"]
 
 
 class BasicBlock(nn.Module):
@@ -48,6 +52,25 @@ class BasicBlock(nn.Module):
         y = torch.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return torch.relu(y + self.shortcut(x))
+
+
+def _stem_and_stages(
+    in_channels: int, widths: Sequence[int], blocks: int, *, stem_stride: int
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """A 3x3 conv-BN-ReLU stem to ``widths[0]``, then one stage of ``blocks`` basic blocks per width, every
+    stage after the first halving the resolution."""
+    stem = nn.Sequential(
+        nn.Conv2d(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    )
+    layers: list[nn.Module] = []
+    c_in = widths[0]
+    for i, width in enumerate(widths):
+        for b in range(blocks):
+            layers.append(BasicBlock(c_in, width, stride=2 if (i > 0 and b == 0) else 1))
+            c_in = width
+    return stem, nn.Sequential(*layers)
 
 
 @register_encoder("rp-resnet")
@@ -83,20 +106,9 @@ class RPEncoder(nn.Module):
             raise ValueError(
                 f"need widths, blocks >= 1 and embed_dim >= 1; got {widths}, {blocks}, {embed_dim}"
             )
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        )
-        layers: list[nn.Module] = []
-        c_in = widths[0]
-        for i, width in enumerate(widths):
-            for b in range(blocks):
-                layers.append(BasicBlock(c_in, width, stride=2 if (i > 0 and b == 0) else 1))
-                c_in = width
-        self.stages = nn.Sequential(*layers)
+        self.stem, self.stages = _stem_and_stages(in_channels, widths, blocks, stem_stride=2)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c_in, embed_dim)
+        self.fc = nn.Linear(widths[-1], embed_dim)
         self.embed_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,20 +161,9 @@ class RSIEncoder(nn.Module):
         self.halo = patch_size // 2
         """Pixels of context needed on each side of a pixel: the patch centred on it reaches ``k // 2`` out."""
         self.norm = nn.BatchNorm2d(in_channels)
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        )
-        layers: list[nn.Module] = []
-        c_in = widths[0]
-        for i, width in enumerate(widths):
-            for b in range(blocks):
-                layers.append(BasicBlock(c_in, width, stride=2 if (i > 0 and b == 0) else 1))
-                c_in = width
-        self.stages = nn.Sequential(*layers)
+        self.stem, self.stages = _stem_and_stages(in_channels, widths, blocks, stem_stride=1)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2 * c_in, embed_dim)
+        self.fc = nn.Linear(2 * widths[-1], embed_dim)
         self.embed_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,3 +176,39 @@ class RSIEncoder(nn.Module):
         h = self.stages(self.stem(self.norm(x)))  # (N, C, k', k')
         centre = h[:, :, h.shape[-2] // 2, h.shape[-1] // 2]  # (N, C)
         return self.fc(torch.cat([torch.flatten(self.pool(h), 1), centre], dim=1))
+
+
+@register_encoder("pimc-joint")
+class JointEncoder(nn.Module):
+    """Both PIMC towers of one pretraining run, side by side: a pixel's embedding is its RP embedding followed by
+    its image-patch embedding.
+
+    Contrastive pretraining puts the two in one space but each keeps what only it sees: the RP encoder the
+    pixel's dynamics (its plots drop the index level and see three indices only), the image-patch encoder the
+    spectrum of all ten bands and the neighbourhood. ``train.export_encoder`` writes this encoder to
+    ``<out>/joint``; the mapping job reads its windows grown by the patch halo, with all ten bands.
+
+    Args:
+        rp: ``{"name", "params"}`` of the plot encoder (an ``inputs = "plots"`` encoder, e.g. ``rp-resnet``).
+        rsi: ``{"name", "params"}`` of the image-patch encoder (``inputs = "patches"``, e.g. ``rsi-cnn``).
+    """
+
+    inputs: ClassVar[EncoderInputs] = "plots+patches"
+
+    def __init__(self, rp: Mapping[str, Any], rsi: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.rp = build_encoder(rp["name"], rp.get("params", {}))
+        self.rsi = build_encoder(rsi["name"], rsi.get("params", {}))
+        if self.rp.inputs != "plots" or self.rsi.inputs != "patches":
+            raise ValueError(
+                f"pimc-joint takes a plot encoder and an image-patch encoder, got {rp['name']!r} "
+                f"({self.rp.inputs}) and {rsi['name']!r} ({self.rsi.inputs})"
+            )
+        self.halo = int(self.rsi.halo)
+        """Pixels of context on each side of a pixel: the image-patch encoder's."""
+        self.in_channels = int(self.rsi.in_channels)
+        self.embed_dim = int(self.rp.embed_dim) + int(self.rsi.embed_dim)
+
+    def forward(self, plots: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        # plots (N, 3, T, T), patches (N, bands, k, k) of the same N pixels -> (N, rp dim + rsi dim)
+        return torch.cat([self.rp(plots), self.rsi(patches)], dim=1)
