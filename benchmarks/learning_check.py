@@ -11,7 +11,10 @@ it lies higher), for these feature sets:
 * ``random RP encoder``, ``random RP + image patch``: the same architectures, randomly initialised;
 * ``raw index series``: NDVI, EVI and SAVI on the regular 36-step grid (108-d);
 * ``monthly NDVI``: NDVI averaged per calendar month (12-d);
-* ``monthly bands``: all ten bands averaged per calendar month (120-d).
+* ``monthly bands``: all ten bands averaged per calendar month (120-d);
+* controls, ``raw index series, shifted copies`` and ``monthly bands, shifted copies``: the same features, the
+  probe trained on copies of each labelled pixel moved -2..2 grid steps (``--control-shift``), the augmentation
+  pretraining uses, given to the baselines instead.
 
 With all labelled pixels of the training tile, and few-shot: 1, 5 and 20 labelled pixels per class, averaged
 over ``--seeds`` draws. Overall accuracy (OA) and macro-F1 on the test tile.
