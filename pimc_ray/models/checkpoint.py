@@ -56,7 +56,8 @@ class EncoderConfig:
 
     @property
     def inputs(self) -> str:
-        """What the encoder sees of a pixel: ``"plots"`` (its recurrence plots) or ``"patches"`` (an image patch)."""
+        """What the encoder sees of a pixel: ``"plots"`` (its recurrence plots), ``"patches"`` (an image patch) or
+        ``"plots+patches"`` (both: the joint encoder)."""
         return str(encoder_class(self.name).inputs)  # type: ignore[attr-defined]
 
     @property
