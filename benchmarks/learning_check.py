@@ -48,11 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pimc_ray.catalogs import BANDS  # noqa: E402
 from pimc_ray.indices import vegetation_indices  # noqa: E402
-from pimc_ray.pairs import RP_BAND_INDEX, items_over  # noqa: E402
-from pimc_ray.series import INDEX_BANDS, SeriesSpec, read_series  # noqa: E402
+from pimc_ray.pairs import items_over  # noqa: E402
+from pimc_ray.series import INDEX_BAND_POSITIONS, INDEX_BANDS, SeriesSpec, crop_halo, read_series  # noqa: E402
 from pimc_ray.stac import DateRange  # noqa: E402
 from pimc_ray.tiles import OutputGrid  # noqa: E402
 from pimc_ray.timegrid import TimeGridSpec  # noqa: E402
+from pimc_ray.train import move_series  # noqa: E402
 
 SHOTS = (1, 5, 20)
 #: Simple feature sets that also get a control probe trained on copies of the series moved in time
@@ -109,8 +110,7 @@ def labelled_pixels(
         grown = win.grown(m, grid.resolution)
         series = read_series(items_over(items, grid, grown), spec, grid, grown)
         h, w = win.height, win.width
-        values = series.values.reshape(*series.values.shape[:2], h + 2 * m, w + 2 * m)
-        values = values[:, :, m : m + h, m : m + w].reshape(*series.values.shape[:2], h * w)  # (T, 10, P)
+        values = crop_halo(series.values, h, w, m)  # (T, 10, P): the window's own pixels
         labels = truth[win.row : win.row + h, win.col : win.col + w].reshape(-1)
         ok = (labels > 0) & np.isfinite(values).all(axis=(0, 1))
         window_embs = {}
@@ -135,19 +135,13 @@ def month_means(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
     return np.concatenate([values[:, :, months == m].mean(axis=2) for m in range(12)], axis=1)
 
 
-def shift_steps(series: np.ndarray, steps: int) -> np.ndarray:
-    """``(P, C, T)`` series moved ``steps`` grid steps later (a later calendar), the first value repeated."""
-    source = np.clip(np.arange(series.shape[2]) - steps, 0, series.shape[2] - 1)
-    return series[:, :, source]
-
-
 def embed(series: np.ndarray, encoder: Any, spec: SeriesSpec) -> np.ndarray:
     """RP-encoder embeddings ``(P, D)`` of ``(P, 10, T)`` series, through the mapping job's own code path."""
     import torch
 
     from pimc_ray.infer import WindowEmbedder
 
-    rp = np.ascontiguousarray(series[:, list(RP_BAND_INDEX)].transpose(2, 1, 0))  # (T, 3, P)
+    rp = np.ascontiguousarray(series[:, INDEX_BAND_POSITIONS].transpose(2, 1, 0))  # (T, 3, P)
     rp_spec = dataclasses.replace(spec, bands=INDEX_BANDS)
     embedder = WindowEmbedder(rp_spec, [], encoder, batch_size=2048, threads=torch.get_num_threads())
     return embedder.embed_series(rp)
@@ -155,7 +149,7 @@ def embed(series: np.ndarray, encoder: Any, spec: SeriesSpec) -> np.ndarray:
 
 def feature_sets(series: np.ndarray, spec: SeriesSpec, encoders: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Every feature set of ``(P, 10, T)`` series."""
-    blue, red, nir = (series[:, i] for i in RP_BAND_INDEX)
+    blue, red, nir = (series[:, i] for i in INDEX_BAND_POSITIONS)
     indices = vegetation_indices(blue, red, nir, axis=1)  # (P, 3, T)
     dates = spec.grid_dates()
     out = {name: embed(series, encoder, spec) for name, encoder in encoders.items()}
@@ -359,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train: dict[str, Any] = {**feature_sets(x_train, spec, encoders), **with_parts(joint_train, joint)}
     if args.control_shift:  # controls: the simple features, the probe trained on calendar-shifted copies
         steps = range(-args.control_shift, args.control_shift + 1)
-        moved = [feature_sets(shift_steps(x_train, s), spec, {}) for s in steps]
+        moved = [feature_sets(move_series(x_train, s), spec, {}) for s in steps]
         for name in SHIFTED_CONTROLS:
             train[f"{name}, shifted copies"] = [views[name] for views in moved]
     train = {k: v for k, v in train.items() if k not in skip}
@@ -367,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for shift in sorted({0, *args.test_shifts}):
         # the joint encoders see windows, not series: they are scored on the tile as it is only
-        test = feature_sets(shift_steps(x_test, shift), spec, encoders)
+        test = feature_sets(move_series(x_test, shift), spec, encoders)
         test.update(with_parts(joint_test, joint) if shift == 0 else {})
         test.update({f"{name}, shifted copies": test[name] for name in SHIFTED_CONTROLS})
         scored = {k: v for k, v in train.items() if k in test}

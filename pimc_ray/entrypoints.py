@@ -146,7 +146,7 @@ def _map_parser(description: str) -> argparse.ArgumentParser:
 
 def _map_main(argv: Sequence[str] | None, description: str, *, write_embedding: bool) -> int:
     from pimc_ray.models.checkpoint import EncoderConfig, read_encoder_config, read_meta
-    from pimc_ray.patches import MEDIAN
+    from pimc_ray.patches import composite_of
     from pimc_ray.pipeline import MapRequest, dry_run, map_aoi
 
     args = _map_parser(description).parse_args(sys.argv[1:] if argv is None else argv)
@@ -155,7 +155,7 @@ def _map_main(argv: Sequence[str] | None, description: str, *, write_embedding: 
         # A checkpoint says which encoder it holds; without one, the default encoder, randomly initialised.
         encoder = read_encoder_config(args.checkpoint) if args.checkpoint else EncoderConfig()
         # An image-patch encoder cuts its patches from the composite it was pretrained on (the export records it).
-        patches = (read_meta(args.checkpoint).get("patches") or {}) if args.checkpoint else {}
+        meta = read_meta(args.checkpoint) if args.checkpoint else {}
         request = MapRequest(
             **area_kwargs(args, remote_out=True),
             encoder=encoder,
@@ -166,7 +166,7 @@ def _map_main(argv: Sequence[str] | None, description: str, *, write_embedding: 
             batch_size=args.batch_size,
             tile_size=args.tile_size,
             write_embedding=write_embedding,
-            composite=str(patches.get("composite", MEDIAN)),
+            composite=composite_of(meta),
         )
         if args.dry_run:
             plan = dry_run(request, progress=lambda msg: print(msg, flush=True))

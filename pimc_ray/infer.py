@@ -43,15 +43,19 @@ import numpy as np
 from pimc_ray.catalogs import BANDS
 from pimc_ray.patches import MEDIAN, check_composite, composite, patch_ok, patches_at
 from pimc_ray.recurrence import rp_from_reflectance
-from pimc_ray.series import INDEX_BANDS, SeriesSpec, WindowSeries, read_series
+from pimc_ray.series import (
+    INDEX_BAND_POSITIONS,
+    INDEX_BANDS,
+    SeriesSpec,
+    WindowSeries,
+    crop_halo,
+    read_series,
+)
 from pimc_ray.stack import read_window, stackstac_ready
 from pimc_ray.tiles import OutputGrid, Window
 from pimc_ray.xp import import_cupy, to_numpy, to_torch
 
 logger = logging.getLogger(__name__)
-
-#: Where blue, red and NIR (what plots are built from) sit among the ten bands a joint encoder's windows hold.
-_PLOT_BANDS = [BANDS.index(b) for b in INDEX_BANDS]
 
 
 @dataclass(frozen=True)
@@ -205,10 +209,9 @@ class WindowEmbedder:
         else:
             m = self.halo
             emb = self.embed_patches(series.values, h, w, keep=inside)  # (P, D)
-            valid_count = series.valid_count.reshape(h + 2 * m, w + 2 * m)[m : m + h, m : m + w]
+            valid_count = crop_halo(series.valid_count, h, w, m).reshape(h, w)
             if self.plot_encoder is not None:  # joint: the window's own pixels' plots first
-                grown = series.values.reshape(*series.values.shape[:2], h + 2 * m, w + 2 * m)
-                own = grown[:, _PLOT_BANDS, m : m + h, m : m + w].reshape(grown.shape[0], 3, h * w)
+                own = crop_halo(series.values[:, INDEX_BAND_POSITIONS], h, w, m)  # (T, 3, P)
                 emb = np.concatenate([self.embed_series(np.where(inside, own, np.nan)), emb], axis=1)
                 emb[~np.isfinite(emb).all(axis=1)] = np.nan  # nodata where either part is
         embedding = emb.T.reshape(self.embed_dim, h, w)

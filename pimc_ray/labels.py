@@ -237,6 +237,7 @@ class LabelledSampler:
     def __call__(self, grid: OutputGrid, window: Window, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from pimc_ray.infer import WindowEmbedder, sample_pixels
         from pimc_ray.models.checkpoint import load_checkpoint
+        from pimc_ray.patches import composite_of
 
         if self._embedder is None:
             meta: dict[str, Any] = {}
@@ -245,9 +246,8 @@ class LabelledSampler:
             else:
                 model, meta = load_checkpoint(self.checkpoint, expect=self.encoder)
             # an image-patch encoder cuts its patches from the composite it was pretrained on
-            composite = (meta.get("patches") or {}).get("composite", "median")
             self._embedder = WindowEmbedder(
-                self.spec, self.items, model, threads=self.threads, composite=composite
+                self.spec, self.items, model, threads=self.threads, composite=composite_of(meta)
             )
         result = self._embedder(grid, window)
         return sample_pixels(result.embedding, labels, per_class=self.per_class, seed=self.seed)

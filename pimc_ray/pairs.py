@@ -39,13 +39,10 @@ from pyproj import Transformer
 from pimc_ray.catalogs import BANDS
 from pimc_ray.indices import vegetation_indices
 from pimc_ray.patches import check_composite, composite, patch_ok, patches_at
-from pimc_ray.series import INDEX_BANDS, SeriesSpec, read_series
+from pimc_ray.series import INDEX_BAND_POSITIONS, SeriesSpec, crop_halo, read_series
 from pimc_ray.tiles import OutputGrid, Window
 
 logger = logging.getLogger(__name__)
-
-#: Positions of the RP bands (blue, red, NIR) among :data:`pimc_ray.catalogs.BANDS`.
-RP_BAND_INDEX = tuple(BANDS.index(b) for b in INDEX_BANDS)
 
 Task = tuple[OutputGrid, Window]
 
@@ -255,14 +252,12 @@ def read_pairs(
     k, m = spec.patch_size, spec.patch_size // 2
     big = window.grown(m, grid.resolution)
     values = read_series(items, spec.read_spec, grid, big).values  # (T, 10, P')
-    n_steps = values.shape[0]
     h, w = window.height, window.width
     image = composite(values, spec.composite, spec.series.grid_dates())
     image = image.reshape(len(BANDS), big.height, big.width)  # (10, H, W)
-    cube = values.reshape(n_steps, len(BANDS), big.height, big.width)[
-        :, list(RP_BAND_INDEX), m : m + h, m : m + w
-    ]
-    series = cube.reshape(n_steps, 3, h * w).transpose(2, 1, 0)  # (P, 3, T) blue, red, nir
+    series = crop_halo(values[:, INDEX_BAND_POSITIONS], h, w, m).transpose(
+        2, 1, 0
+    )  # (P, 3, T) blue, red, nir
 
     whole = patch_ok(image, k)  # (h, w): the pixel's whole patch is free of nodata
     ok = (whole & grid.inside(window)).reshape(-1) & np.isfinite(series).all(axis=(1, 2))

@@ -16,6 +16,7 @@ Array-generic: all three run on NumPy or CuPy arrays (decided by their inputs).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,12 @@ def check_composite(how: str) -> None:
         np.datetime64(how, "D")
     except ValueError as err:
         raise ValueError(f"composite must be 'median' or an ISO date like 2022-07-15, got {how!r}") from err
+
+
+def composite_of(meta: Mapping[str, Any]) -> str:
+    """The composite an image-patch encoder was pretrained on, from its checkpoint's ``config.json`` (the
+    ``patches`` record of an export); the median for a checkpoint without one."""
+    return str((meta.get("patches") or {}).get("composite", MEDIAN))
 
 
 def composite(values: Array, how: str, dates: np.ndarray) -> Array:

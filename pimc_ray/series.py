@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pimc_ray.catalogs import BANDS
 from pimc_ray.stac import DateRange
 from pimc_ray.stack import StackSpec, read_window, stack_reflectance
 from pimc_ray.tiles import OutputGrid, Window
@@ -21,6 +22,8 @@ from pimc_ray.timegrid import TimeGridSpec, grid_dates, regularize
 
 #: Bands the vegetation indices need (blue for EVI, red, NIR), in the order the index functions take them.
 INDEX_BANDS = ("B02", "B04", "B08")
+#: Positions of :data:`INDEX_BANDS` among all ten :data:`pimc_ray.catalogs.BANDS` (series read with every band).
+INDEX_BAND_POSITIONS = [BANDS.index(b) for b in INDEX_BANDS]
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,16 @@ def read_series(
     return WindowSeries(
         regular.values, regular.valid_count, days[regular.first_valid], days[regular.last_valid]
     )
+
+
+def crop_halo(values: np.ndarray, height: int, width: int, margin: int) -> np.ndarray:
+    """The window's own pixels of ``(..., P')`` values read on the window grown by ``margin`` per side.
+
+    ``P' = (height + 2 margin) (width + 2 margin)`` pixels, row-major, in; ``(..., height * width)`` out.
+    """
+    grown = values.reshape(*values.shape[:-1], height + 2 * margin, width + 2 * margin)
+    own = grown[..., margin : margin + height, margin : margin + width]
+    return own.reshape(*values.shape[:-1], height * width)
 
 
 def yyyymmdd(dates: np.ndarray) -> np.ndarray:

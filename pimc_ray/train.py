@@ -252,18 +252,24 @@ def plots_from_series(series: np.ndarray) -> Any:
     return torch.from_numpy(rp_from_reflectance(series[:, 0], series[:, 1], series[:, 2]))
 
 
-def shift_series(series: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n, C, T)`` series, each sample moved by its own random ``s`` in ``[-max_shift, max_shift]`` steps.
+def move_series(series: np.ndarray, shifts: int | np.ndarray) -> np.ndarray:
+    """``(n, C, T)`` series, sample ``i`` moved ``shifts[i]`` grid steps later (earlier when negative).
 
-    ``out[i, :, t] = series[i, :, clip(t - s_i, 0, T - 1)]``: a later season for ``s > 0``, with the first (or
-    last) value repeated into the steps the shift uncovers.
+    ``out[i, :, t] = series[i, :, clip(t - s_i, 0, T - 1)]``, with the first (or last) value repeated into the
+    steps the move uncovers. ``shifts`` is one per sample, or one for all.
     """
+    n, _, steps = series.shape
+    per_sample = np.broadcast_to(np.asarray(shifts), (n,))
+    source = np.clip(np.arange(steps)[None, :] - per_sample[:, None], 0, steps - 1)  # (n, T)
+    return np.take_along_axis(series, source[:, None, :], axis=2)
+
+
+def shift_series(series: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """The augmentation: each sample of ``(n, C, T)`` series moved by its own random ``s`` in
+    ``[-max_shift, max_shift]`` steps (:func:`move_series`)."""
     if max_shift == 0:
         return series
-    n, _, steps = series.shape
-    shifts = rng.integers(-max_shift, max_shift + 1, size=n)
-    source = np.clip(np.arange(steps)[None, :] - shifts[:, None], 0, steps - 1)  # (n, T)
-    return np.take_along_axis(series, source[:, None, :], axis=2)
+    return move_series(series, rng.integers(-max_shift, max_shift + 1, size=len(series)))
 
 
 def _optimizer(model: Any, config: TrainConfig) -> Any:
