@@ -3,6 +3,7 @@
 #               and Ray head, submit jobs/pretrain.py then jobs/embed_aoi.py, stop everything, print where
 #               the maps are and how to open them
 #   make test   install into .venv and run the tests
+#   make lint   ruff (lint and format) over the code, mypy over pimc_ray/ (CI runs it before the tests)
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -40,6 +41,7 @@ test: install
 lint: install
 	$(BIN)/ruff check pimc_ray jobs tests benchmarks notebooks
 	$(BIN)/ruff format --check pimc_ray jobs tests benchmarks notebooks
+	$(BIN)/mypy
 
 bench: install
 	$(RUN_ENV) $(BIN)/python benchmarks/bench_recurrence.py

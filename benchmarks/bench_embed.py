@@ -4,7 +4,7 @@ For ``--pixels`` pixels of regular-grid reflectance (T = 36 steps), measures per
 
 * ``encoder only``: the RP encoder on precomputed (N, 3, T, T) plots already on the device;
 * ``embed_series``: what a worker does per window after reading: indices, recurrence plots and the encoder
-  (:meth:`pimc_ray.infer.WindowEmbedder.embed_series`), including the host -> device copy of the series.
+  (:meth:`pimc_ray.mapping.embedder.WindowEmbedder.embed_series`), including the host -> device copy of the series.
 
 The ratio of the two says how much the plots cost on top of the encoder. Prints a markdown table.
 
@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pimc_ray.infer import WindowEmbedder  # noqa: E402
+from pimc_ray.data.series import SeriesSpec  # noqa: E402
+from pimc_ray.data.stac import DateRange  # noqa: E402
+from pimc_ray.kernels.recurrence import rp_from_reflectance  # noqa: E402
+from pimc_ray.mapping.embedder import WindowEmbedder  # noqa: E402
 from pimc_ray.models import EncoderConfig, flops_per_sample  # noqa: E402
-from pimc_ray.recurrence import rp_from_reflectance  # noqa: E402
-from pimc_ray.series import SeriesSpec  # noqa: E402
-from pimc_ray.stac import DateRange  # noqa: E402
 
 
 def best_of(fn, repeats: int, sync) -> float:
@@ -76,7 +76,6 @@ def main() -> int:
             sync = lambda: None  # noqa: E731
         embedder = WindowEmbedder(
             spec,
-            [],
             config.build(),
             batch_size=args.batch_size,
             threads=torch.get_num_threads(),

@@ -29,13 +29,14 @@ from pyproj import Transformer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pimc_ray.aoi import load_aoi  # noqa: E402
-from pimc_ray.entrypoints import GDAL_CACHE_MB  # noqa: E402
-from pimc_ray.runner import AreaRequest, Parallelism, bound_memory  # noqa: E402
-from pimc_ray.series import SeriesSpec  # noqa: E402
-from pimc_ray.stac import DateRange  # noqa: E402
-from pimc_ray.testing.archive import ArchiveSpec, build_archive, tile_info  # noqa: E402
-from pimc_ray.testing.stac_server import LocalStacServer  # noqa: E402
+from pimc_ray.data.aoi import load_aoi  # noqa: E402
+from pimc_ray.data.series import SeriesSpec  # noqa: E402
+from pimc_ray.data.stac import DateRange  # noqa: E402
+from pimc_ray.local.archive import ArchiveSpec, build_archive, tile_info  # noqa: E402
+from pimc_ray.local.stac_server import LocalStacServer  # noqa: E402
+from pimc_ray.mapping.requests import AreaRequest, MapRequest  # noqa: E402
+from pimc_ray.mapping.runner import Parallelism  # noqa: E402
+from pimc_ray.parallel import bound_memory  # noqa: E402
 
 DEMO_PIXELS = 51_434
 SPEC = ArchiveSpec(tile_size=1024, tiles=("32TQR", "32TQS"))
@@ -63,7 +64,7 @@ def peak_rss_mb() -> float:
 
 def child(args: argparse.Namespace) -> int:
     """Run one job in this (fresh) process and print its peak RSS as JSON."""
-    bound_memory(GDAL_CACHE_MB)  # as the jobs' entry points do
+    bound_memory()  # as the jobs' entry points do
     request_kwargs = {
         "aoi": load_aoi(aoi_for(int(args.pixels))),
         "spec": SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31))),
@@ -73,11 +74,11 @@ def child(args: argparse.Namespace) -> int:
     }
     t0 = time.perf_counter()
     if args.job == "indices":
-        from pimc_ray.export import export_indices
+        from pimc_ray.mapping.indices import export_indices
 
         summary = export_indices(AreaRequest(**request_kwargs))
     else:
-        from pimc_ray.pipeline import MapRequest, map_aoi
+        from pimc_ray.mapping.maps import map_aoi
 
         summary = map_aoi(MapRequest(**request_kwargs))
     peak_mb = peak_rss_mb()

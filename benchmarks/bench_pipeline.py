@@ -34,19 +34,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_memory import DEMO_PIXELS, SPEC, aoi_for  # noqa: E402
 
-from pimc_ray.aoi import load_aoi  # noqa: E402
-from pimc_ray.infer import SeriesReader  # noqa: E402
+from pimc_ray.data.aoi import load_aoi  # noqa: E402
+from pimc_ray.data.series import SeriesReader, SeriesSpec  # noqa: E402
+from pimc_ray.data.stac import DateRange, search_items  # noqa: E402
+from pimc_ray.data.tiles import TileGrid  # noqa: E402
+from pimc_ray.io.rasters import RasterSet  # noqa: E402
+from pimc_ray.io.storage import open_store  # noqa: E402
+from pimc_ray.kernels.recurrence import rp_from_reflectance  # noqa: E402
+from pimc_ray.local.archive import build_archive  # noqa: E402
+from pimc_ray.local.stac_server import LocalStacServer  # noqa: E402
+from pimc_ray.mapping.maps import map_aoi, tile_products  # noqa: E402
+from pimc_ray.mapping.requests import MapRequest  # noqa: E402
+from pimc_ray.mapping.runner import Parallelism  # noqa: E402
 from pimc_ray.models import EncoderConfig  # noqa: E402
-from pimc_ray.pipeline import MapRequest, map_aoi  # noqa: E402
-from pimc_ray.recurrence import rp_from_reflectance  # noqa: E402
-from pimc_ray.runner import Parallelism, bound_memory  # noqa: E402
-from pimc_ray.series import SeriesSpec  # noqa: E402
-from pimc_ray.stac import DateRange, search_items  # noqa: E402
-from pimc_ray.storage import open_store  # noqa: E402
-from pimc_ray.testing.archive import build_archive  # noqa: E402
-from pimc_ray.testing.stac_server import LocalStacServer  # noqa: E402
-from pimc_ray.tile_outputs import TileWriters, products  # noqa: E402
-from pimc_ray.tiles import TileGrid  # noqa: E402
+from pimc_ray.parallel import bound_memory  # noqa: E402
 
 
 def main() -> int:
@@ -56,7 +57,7 @@ def main() -> int:
     )
     p.add_argument("--scale", type=float, default=1.0, help="AOI pixels as a multiple of the demo's")
     args = p.parse_args()
-    bound_memory(64)
+    bound_memory()
     archive = build_archive(ROOT / ".cache" / "bench-archive", SPEC)
     spec = SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)))
     aoi = load_aoi(aoi_for(int(DEMO_PIXELS * args.scale)))
@@ -92,18 +93,17 @@ def main() -> int:
                 pixels += len(ok)
                 embeddings.append(emb.T.reshape(model.embed_dim, window.height, window.width))
 
-        from pimc_ray.infer import WindowResult
-
         store = open_store(Path(tmp) / "stages")
-        prods = products(model.embed_dim, with_classes=False)
+        prods = tile_products(model.embed_dim, None)
         t0 = time.perf_counter()
-        writers = {t.tile_id: TileWriters(t, Path(tmp), prods, model.embed_dim, None, {}) for t in tiles}
+        writers = {t.tile_id: RasterSet(t, Path(tmp), prods, {}) for t in tiles}
         for (grid, window), s, e in zip(tasks, series, embeddings, strict=True):
-            writers[grid.tile_id].write(
-                WindowResult(window, e, s.valid_count.reshape(window.height, window.width))
-            )
-        for w in writers.values():
-            w.publish(store)
+            valid = np.isfinite(e[0])
+            qa = np.where(valid, s.valid_count.reshape(window.height, window.width), 0).astype(np.uint16)
+            writers[grid.tile_id].write("embedding", e, window.row, window.col)
+            writers[grid.tile_id].write("qa", qa[None], window.row, window.col)
+        for tile_id, w in writers.items():
+            w.publish(store, {name: f"tiles/{tile_id}/{name}.tif" for name in prods})
         t_write = time.perf_counter() - t0
 
         request = MapRequest(aoi, spec, server.url, str(Path(tmp) / "e2e"), parallel=Parallelism(workers=0))

@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pimc_ray.indices import vegetation_indices  # noqa: E402
-from pimc_ray.recurrence import recurrence_plot, rp_batch, rp_from_reflectance  # noqa: E402
-from pimc_ray.xp import cupy_available, import_cupy, to_numpy, to_torch  # noqa: E402
+from pimc_ray.kernels.indices import vegetation_indices  # noqa: E402
+from pimc_ray.kernels.recurrence import recurrence_plot, rp_batch, rp_from_reflectance  # noqa: E402
+from pimc_ray.kernels.xp import cupy_available, import_cupy, to_numpy, to_torch  # noqa: E402
 
 
 def _cpu_model() -> str:

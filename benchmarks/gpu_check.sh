@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 python3 -c "import torch, cupy; print('torch', torch.__version__, 'cupy', cupy.__version__)" | tee -a "$OUT/gpu.txt"
 # every test that has a gpu case (the CPU cases of those files run too)
 python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu -rs \
-  tests/test_xp.py tests/test_indices.py tests/test_recurrence.py tests/test_infer.py tests/models \
+  tests/kernels tests/mapping/test_embedder.py tests/models \
   2>&1 | tee "$OUT/gpu-tests.txt"
 status=${PIPESTATUS[0]}
 python3 benchmarks/bench_embed.py --device cpu --device cuda --pixels 65536 --batch-size 8192 \

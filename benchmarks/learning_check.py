@@ -46,14 +46,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pimc_ray.catalogs import BANDS  # noqa: E402
-from pimc_ray.indices import vegetation_indices  # noqa: E402
-from pimc_ray.pairs import items_over  # noqa: E402
-from pimc_ray.series import INDEX_BAND_POSITIONS, INDEX_BANDS, SeriesSpec, crop_halo, read_series  # noqa: E402
-from pimc_ray.stac import DateRange  # noqa: E402
-from pimc_ray.tiles import OutputGrid  # noqa: E402
-from pimc_ray.timegrid import TimeGridSpec  # noqa: E402
-from pimc_ray.train import move_series  # noqa: E402
+from pimc_ray.data.catalogs import BANDS  # noqa: E402
+from pimc_ray.data.series import INDEX_BAND_POSITIONS, INDEX_BANDS, SeriesSpec, crop_halo, read_series  # noqa: E402
+from pimc_ray.data.stac import DateRange  # noqa: E402
+from pimc_ray.data.tiles import OutputGrid  # noqa: E402
+from pimc_ray.data.timegrid import TimeGridSpec  # noqa: E402
+from pimc_ray.kernels.indices import vegetation_indices  # noqa: E402
+from pimc_ray.training.loop import move_series  # noqa: E402
+from pimc_ray.training.pairs import items_over  # noqa: E402
 
 SHOTS = (1, 5, 20)
 #: Simple feature sets that also get a control probe trained on copies of the series moved in time
@@ -75,7 +75,7 @@ def tile_grid_of(archive: Any, tile_id: str) -> OutputGrid:
     """The tile's own 10 m grid (its UTM CRS and bounds)."""
     import shapely.geometry
 
-    from pimc_ray.testing.archive import tile_info
+    from pimc_ray.local.archive import tile_info
 
     tile = tile_info(archive.spec, tile_id)
     return OutputGrid(tile.epsg, tile.bounds, 10.0, shapely.geometry.box(*tile.bounds))
@@ -88,13 +88,13 @@ def labelled_pixels(
 
     Returns ``(series (P, 10, T) float32, labels (P,) uint8, {name: embeddings (P, D)})``. Windows are read grown
     by the joint encoders' halo with all ten bands, as the mapping job reads them, and embedded through its own
-    :meth:`~pimc_ray.infer.WindowEmbedder.compute`; a pixel whose patch reaches nodata (at the archive's edge) is
-    left out of every feature set, so all are scored on the same pixels.
+    :meth:`~pimc_ray.mapping.embedder.WindowEmbedder.compute`; a pixel whose patch reaches nodata (at the archive's
+    edge) is left out of every feature set, so all are scored on the same pixels.
     """
     import torch
 
-    from pimc_ray.infer import WindowEmbedder
-    from pimc_ray.testing.archive import label_raster
+    from pimc_ray.local.archive import label_raster
+    from pimc_ray.mapping.embedder import WindowEmbedder
 
     items = archive.read_items("sentinel-2-l2a")
     grid = tile_grid_of(archive, tile_id)
@@ -102,9 +102,7 @@ def labelled_pixels(
     m = max((int(e.halo) for e in joint.values()), default=0)
     plots_spec = dataclasses.replace(spec, bands=INDEX_BANDS)
     threads = torch.get_num_threads()
-    embedders = {
-        k: WindowEmbedder(plots_spec, [], e, batch_size=2048, threads=threads) for k, e in joint.items()
-    }
+    embedders = {k: WindowEmbedder(plots_spec, e, batch_size=2048, threads=threads) for k, e in joint.items()}
     xs, ys, embs = [], [], {name: [] for name in joint}
     for win in grid.windows(window):
         grown = win.grown(m, grid.resolution)
@@ -139,11 +137,11 @@ def embed(series: np.ndarray, encoder: Any, spec: SeriesSpec) -> np.ndarray:
     """RP-encoder embeddings ``(P, D)`` of ``(P, 10, T)`` series, through the mapping job's own code path."""
     import torch
 
-    from pimc_ray.infer import WindowEmbedder
+    from pimc_ray.mapping.embedder import WindowEmbedder
 
     rp = np.ascontiguousarray(series[:, INDEX_BAND_POSITIONS].transpose(2, 1, 0))  # (T, 3, P)
     rp_spec = dataclasses.replace(spec, bands=INDEX_BANDS)
-    embedder = WindowEmbedder(rp_spec, [], encoder, batch_size=2048, threads=torch.get_num_threads())
+    embedder = WindowEmbedder(rp_spec, encoder, batch_size=2048, threads=torch.get_num_threads())
     return embedder.embed_series(rp)
 
 
@@ -195,7 +193,7 @@ def evaluate(
     A training feature set is ``(P, D)``, or several views of the same ``P`` pixels (e.g. their series moved
     in time): the probe then learns from every view of each labelled pixel it is given.
     """
-    from pimc_ray.infer import balanced_sample
+    from pimc_ray.data.labels import balanced_sample
 
     classes = sorted(int(c) for c in np.unique(y_train))
     pixels = np.arange(len(y_train))[:, None]
@@ -242,10 +240,10 @@ def pretrain_encoder(args: argparse.Namespace, archive: Any) -> tuple[Path, dict
     import ray
     import shapely.geometry
 
-    from pimc_ray.testing.archive import tile_info
-    from pimc_ray.testing.archive_stac import footprint
-    from pimc_ray.testing.stac_server import LocalStacServer
-    from pimc_ray.train_cli import pretrain_main
+    from pimc_ray.cli.jobs import pretrain_main
+    from pimc_ray.local.archive import tile_info
+    from pimc_ray.local.archive_stac import footprint
+    from pimc_ray.local.stac_server import LocalStacServer
 
     aois = []
     for tile_id in args.pretrain_tiles.split(","):
@@ -317,10 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
+    from pimc_ray.local.archive import ArchiveSpec, build_archive
     from pimc_ray.models import EncoderConfig, load_checkpoint
     from pimc_ray.models.checkpoint import read_encoder_config
-    from pimc_ray.testing.archive import ArchiveSpec, build_archive
-    from pimc_ray.train import JOINT_EXPORT
+    from pimc_ray.training.export import JOINT_EXPORT
 
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)

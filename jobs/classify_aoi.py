@@ -4,14 +4,12 @@
         --aoi 11.93,45.50,11.96,45.52 --start 2022-01-01 --end 2022-12-31 \
         --stac-url http://127.0.0.1:7822 --head models/head --out s3://maps/classes
 
-Also `pimc classify ...`. Needs --head (a saved head) or --head-train-aoi (fit one on labels). Output to a folder
-or s3://bucket/prefix; rerunning resumes. Exit codes: 0 success, 2 bad input (one line on stderr naming the fix;
-nothing written), 3 some tiles failed (listed; the others are written).
+Also `pimc classify ...`. Needs --head (a saved head) or --head-train-aoi (fit one on labels). Output to a
+folder or s3://bucket/prefix; rerunning resumes. Exit codes: see `--help` (0 success; 2 bad input, one line on
+stderr, nothing written; 3 some tiles failed; 4 internal error).
 """
 
-import sys
-
-from pimc_ray.entrypoints import classify_main
+from pimc_ray.cli.jobs import classify_main
 
 if __name__ == "__main__":
-    sys.exit(classify_main())
+    raise SystemExit(classify_main())

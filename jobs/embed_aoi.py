@@ -6,13 +6,11 @@
 
 Output to a folder or s3://bucket/prefix, one set of COGs per tile, STAC items, VRT mosaics; rerunning resumes
 (finished tiles are skipped). `--dry-run` plans without writing. `python jobs/embed_aoi.py --help` lists every
-option. Exit codes: 0 success (or nothing to do), 2 bad input (one line on stderr naming the fix; nothing
-written), 3 some tiles failed (listed; the others are written).
+option. Exit codes: see `--help` (0 success; 2 bad input, one line on stderr, nothing written; 3 some tiles
+failed; 4 internal error).
 """
 
-import sys
-
-from pimc_ray.entrypoints import embed_main
+from pimc_ray.cli.jobs import embed_main
 
 if __name__ == "__main__":
-    sys.exit(embed_main())
+    raise SystemExit(embed_main())

@@ -4,13 +4,11 @@
         --aoi 11.93,45.50,11.96,45.52 --start 2022-01-01 --end 2022-12-31 \
         --stac-url http://127.0.0.1:7822 --out out/indices
 
-Also `pimc indices ...`. `python jobs/export_indices.py --help` lists every option. Exit codes: 0 success (or
-nothing to do), 2 bad input or a data problem (one line on stderr naming the fix; nothing written).
+Also `pimc indices ...`. `python jobs/export_indices.py --help` lists every option. Exit codes: see `--help`
+(0 success; 2 bad input, one line on stderr, nothing written; 3 some tiles failed; 4 internal error).
 """
 
-import sys
-
-from pimc_ray.entrypoints import indices_main
+from pimc_ray.cli.jobs import indices_main
 
 if __name__ == "__main__":
-    sys.exit(indices_main())
+    raise SystemExit(indices_main())

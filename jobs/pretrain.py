@@ -6,13 +6,12 @@
         --out data/models/pimc-demo --train-steps 300 --workers 2 --cpus-per-worker 0.5
 
 Checkpoints go to ``--storage`` (default: ``runs/`` beside ``--out``) under ``--name`` (default: the name of
-``--out``); resubmitting the same command after the job was stopped resumes from the latest one.
-``python jobs/pretrain.py --help`` lists every option. Exit codes: 0 success, 2 bad input (one line on stderr).
+``--out``); resubmitting the same command after the job was stopped resumes from the latest one. ``python
+jobs/pretrain.py --help`` lists every option. Exit codes: see `--help` (0 success; 2 bad input, one line on
+stderr, nothing written; 3 some tiles failed; 4 internal error).
 """
 
-import sys
-
-from pimc_ray.train_cli import pretrain_main
+from pimc_ray.cli.jobs import pretrain_main
 
 if __name__ == "__main__":
-    sys.exit(pretrain_main())
+    raise SystemExit(pretrain_main())

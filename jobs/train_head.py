@@ -5,13 +5,12 @@
     python jobs/train_head.py --checkpoint data/models/pimc-demo --labels-collection pimc-sample-labels \
         --aoi "$(pimc archive bbox --train)" --start 2022-01-01 --end 2022-12-31 --stac-url http://127.0.0.1:7822
 
-The head lands in ``CHECKPOINT/head`` (or ``--out``); map with it through
-``jobs/embed_aoi.py --checkpoint CHECKPOINT --head CHECKPOINT/head``. Exit codes: 0 success, 2 bad input.
+The head lands in ``CHECKPOINT/head`` (or ``--out``); map with it through ``jobs/embed_aoi.py --checkpoint
+CHECKPOINT --head CHECKPOINT/head``. Exit codes: see `--help` (0 success; 2 bad input, one line on stderr,
+nothing written; 3 some tiles failed; 4 internal error).
 """
 
-import sys
-
-from pimc_ray.train_cli import train_head_main
+from pimc_ray.cli.jobs import train_head_main
 
 if __name__ == "__main__":
-    sys.exit(train_head_main())
+    raise SystemExit(train_head_main())

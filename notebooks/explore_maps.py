@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import rasterio
 
-from pimc_ray.storage import gdal_s3_env, open_store
+from pimc_ray.io.storage import gdal_s3_env, open_store
 
 LOCATION = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "out/demo"
 store = open_store(LOCATION)

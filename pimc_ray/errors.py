@@ -1,14 +1,67 @@
-"""Exceptions and warnings of pimc-ray: one base class, one subclass per problem a user can fix.
+"""Exceptions, warnings and exit codes of pimc-ray: one base class, one subclass per problem.
 
-Every message names the bad value and says what to do about it, so that a job can print ``str(err)`` as its one
-line of output and exit non-zero.
+Every message names the bad value (or the stage that failed) and says what to do about it, so that a job can
+print ``str(err)`` as its one line of output. Each error class carries the exit code a job ends with:
+
+==========================  ====  =========================================================================
+code                        when
+==========================  ====  =========================================================================
+:data:`EXIT_OK`             0     success, or nothing left to do
+(Python's own)              1     an unexpected crash: a bug, reported with its traceback
+:data:`EXIT_BAD_INPUT`      2     bad input or data the user can fix; nothing was written
+:data:`EXIT_TILES_FAILED`   3     some tiles failed and are listed; the others were written
+:data:`EXIT_INTERNAL`       4     a stage failed for a reason that is not the input (the message names it)
+==========================  ====  =========================================================================
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CODES_HELP",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_TILES_FAILED",
+    "AllCloudError",
+    "AssetReadError",
+    "AssetReadWarning",
+    "CatalogUnreachableError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "InternalError",
+    "InvalidAOIError",
+    "InvalidConfigError",
+    "InvalidDateRangeError",
+    "LabelError",
+    "MixedCRSError",
+    "NoItemsFoundError",
+    "OutputExistsError",
+    "PimcError",
+    "PimcWarning",
+    "StorageError",
+    "TilesFailedError",
+    "UnknownCatalogError",
+]
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_TILES_FAILED = 3
+EXIT_INTERNAL = 4
+
+#: The exit codes as ``pimc ... --help`` and the README list them.
+EXIT_CODES_HELP = (
+    "exit codes: 0 success (or nothing to do); 1 unexpected crash (a bug: traceback); 2 bad input (one line on "
+    "stderr naming the fix, nothing written); 3 some tiles failed (listed; the others are written); 4 internal "
+    "error (a stage failed for a reason that is not the input; the line names it)"
+)
+
 
 class PimcError(Exception):
-    """Base class of every error pimc-ray raises on purpose."""
+    """Base class of every error pimc-ray raises on purpose; by default a problem with the input."""
+
+    exit_code: ClassVar[int] = EXIT_BAD_INPUT
 
 
 class InvalidAOIError(PimcError, ValueError):
@@ -47,6 +100,10 @@ class AssetReadError(PimcError):
     """An asset could not be read (missing, corrupt, or unreachable)."""
 
 
+class LabelError(PimcError, ValueError):
+    """Labels that cannot be used: unreadable, without the class property, or with fewer than two classes."""
+
+
 class CheckpointError(PimcError):
     """A model checkpoint is missing, corrupt, or does not match the model it is loaded into."""
 
@@ -59,13 +116,25 @@ class OutputExistsError(PimcError):
     """The output location already holds results that a run would overwrite."""
 
 
+class StorageError(PimcError):
+    """A location cannot be used (bad URI, unreachable endpoint, missing credentials)."""
+
+
+class TilesFailedError(PimcError):
+    """Some tiles failed; the others were written. Rerunning the same command redoes only the failed ones."""
+
+    exit_code: ClassVar[int] = EXIT_TILES_FAILED
+
+
+class InternalError(PimcError):
+    """A stage failed for a reason that is not the input (GDAL wrote an invalid COG, an export broke...)."""
+
+    exit_code: ClassVar[int] = EXIT_INTERNAL
+
+
 class PimcWarning(UserWarning):
     """Base class of warnings about recoverable data problems (they become nodata, never zeros)."""
 
 
 class AssetReadWarning(PimcWarning):
     """An asset could not be read and its pixels were set to nodata."""
-
-
-class FewObservationsWarning(PimcWarning):
-    """Some pixels have too few valid observations and were set to nodata."""

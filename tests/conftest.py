@@ -1,12 +1,14 @@
 """Shared test fixtures and the ``gpu`` marker's skip rule.
 
-Tests marked ``@pytest.mark.gpu`` are skipped unless :func:`pimc_ray.xp.cupy_available` says CuPy imports and
+Tests marked ``@pytest.mark.gpu`` are skipped unless :func:`pimc_ray.kernels.xp.cupy_available` says CuPy imports and
 a CUDA device is usable; they are never faked. ``xp`` runs a test once per array backend: NumPy always, CuPy
 as a ``gpu`` case.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -14,14 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pimc_ray.xp import cupy_available, import_cupy
+from pimc_ray.kernels.xp import cupy_available, import_cupy
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Ray clients started by the tests (``ray job submit``) talk to loopback clusters without a token."""
     import os
 
-    from pimc_ray.testing.ray_cluster import LOOPBACK_ENV
+    from pimc_ray.local.ray_cluster import LOOPBACK_ENV
 
     for name, value in LOOPBACK_ENV.items():
         os.environ.setdefault(name, value)
@@ -31,7 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Skip ``gpu`` tests where there is no usable CUDA device."""
     if cupy_available():
         return
-    skip = pytest.mark.skip(reason="needs CuPy and a CUDA device (pimc_ray.xp.cupy_available() is False)")
+    skip = pytest.mark.skip(
+        reason="needs CuPy and a CUDA device (pimc_ray.kernels.xp.cupy_available() is False)"
+    )
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
@@ -51,7 +55,7 @@ def xp(request: pytest.FixtureRequest) -> ModuleType:
 @pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The Earth-Search-style sample archive with 128-pixel tiles (:data:`tests.specs.TEST_SPEC`)."""
-    from pimc_ray.testing.archive import build_archive
+    from pimc_ray.local.archive import build_archive
     from tests.specs import TEST_SPEC
 
     return build_archive(tmp_path_factory.mktemp("archive") / "es", TEST_SPEC)
@@ -60,7 +64,7 @@ def sample_archive(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="session")
 def stac_api(sample_archive: Any) -> Iterator[Any]:
     """A local STAC API (rustac serve) over the sample archive."""
-    from pimc_ray.testing.stac_server import LocalStacServer
+    from pimc_ray.local.stac_server import LocalStacServer
 
     with LocalStacServer(sample_archive.items_path) as server:
         yield server
@@ -69,7 +73,7 @@ def stac_api(sample_archive: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def s3() -> Iterator[Any]:
     """A local S3-compatible store (SeaweedFS) with the bucket ``pimc-test``; its variables set for this process."""
-    from pimc_ray.testing.s3_server import LocalS3Server
+    from pimc_ray.local.s3_server import LocalS3Server
 
     with LocalS3Server(("pimc-test",)) as server, pytest.MonkeyPatch.context() as mp:
         for name, value in server.env().items():
@@ -80,7 +84,24 @@ def s3() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def ray_head(s3: Any) -> Iterator[str]:
     """A local Ray head (2 CPUs, loopback) whose jobs see the local S3; yields the dashboard address."""
-    from pimc_ray.testing.ray_cluster import LocalRayHead
+    from pimc_ray.local.ray_cluster import LocalRayHead
 
     with LocalRayHead(num_cpus=2, env=s3.env()) as head:
         yield head.address
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """An in-process Ray with 2 CPUs on loopback and its own short temporary folder, shut down afterwards."""
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="pr-", dir="/tmp")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)

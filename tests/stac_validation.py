@@ -1,5 +1,5 @@
 """Offline STAC validation with stac-validator: core schemas from pystac's copies, extension schemas from
-tests/data/stac-extension-schemas (minimal versions of the fields pimc-ray writes; see the README there)."""
+tests/fixtures/stac-extension-schemas (minimal versions of the fields pimc-ray writes; see the README there)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pystac.validation
 
 CORE = Path(pystac.validation.__file__).parent / "jsonschemas"
-EXTENSIONS = Path(__file__).parent / "data" / "stac-extension-schemas"
+EXTENSIONS = Path(__file__).parent / "fixtures" / "stac-extension-schemas"
 
 
 def schema_map() -> dict[str, str]:

@@ -21,7 +21,7 @@ echo "== 1/6 sample archive ($ARCHIVE)"
 pimc archive build --out "$ARCHIVE"
 
 read -r STAC_PORT GCS_PORT DASH_PORT < <(python -c \
-  "from pimc_ray.testing.stac_server import free_port as f; print(f(), f(), f())")
+  "from pimc_ray.local import free_port as f; print(f(), f(), f())")
 RUN_TMP=$(mktemp -d /tmp/pimc-demo-XXXXXX)   # short: Ray's unix sockets live under it
 STAC_PID=""; S3_PID=""; RAY_PID=""
 cleanup() {
@@ -35,7 +35,7 @@ trap cleanup EXIT
 echo "== 2/6 local STAC API on 127.0.0.1:$STAC_PORT"
 pimc stac serve --archive "$ARCHIVE" --port "$STAC_PORT" > "$RUN_TMP/stac.log" 2>&1 &
 STAC_PID=$!
-python -c "from pimc_ray.testing.stac_server import wait_until_up as w; w('http://127.0.0.1:$STAC_PORT/collections')"
+python -c "from pimc_ray.local import wait_until_up as w; w('http://127.0.0.1:$STAC_PORT/collections')"
 
 echo "== 3/6 local S3 (SeaweedFS, data in $S3_DATA), bucket pimc-demo"
 mkdir -p "$S3_DATA"
@@ -50,8 +50,8 @@ ray start --head --block --num-cpus=2 --port="$GCS_PORT" --node-ip-address=127.0
   --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" --temp-dir="$RUN_TMP" --disable-usage-stats \
   > "$RUN_TMP/ray-start.log" 2>&1 &
 RAY_PID=$!
-python -c "from pimc_ray.testing.stac_server import wait_until_up as w; w('http://127.0.0.1:$DASH_PORT/api/version', timeout=90)"
-python -c "from pimc_ray.testing.ray_cluster import wait_for_job_agent as w; w('http://127.0.0.1:$DASH_PORT')"
+python -c "from pimc_ray.local import wait_until_up as w; w('http://127.0.0.1:$DASH_PORT/api/version', timeout=90)"
+python -c "from pimc_ray.local import wait_for_job_agent as w; w('http://127.0.0.1:$DASH_PORT')"
 
 echo "== 5/6 ray job submit jobs/pretrain.py ($TRAIN_STEPS steps on the training tiles -> $MODEL)"
 ray job submit --address "http://127.0.0.1:$DASH_PORT" -- \

@@ -1,15 +1,24 @@
-"""Models: encoders, heads, losses and their registry. Importing this package imports torch."""
+"""Models: encoders, projection heads and losses by registry name, classification heads, checkpoints.
+
+- :mod:`~pimc_ray.models.encoders`: the RP encoder ``rp-resnet``, the image-patch encoder ``rsi-cnn`` and the joint
+  encoder ``pimc-joint``, with the protocols mapping relies on;
+- :mod:`~pimc_ray.models.contrastive`: projection heads and the symmetric InfoNCE loss (with its cross-rank gather);
+- :mod:`~pimc_ray.models.pimc`: the two-tower PIMC model and its config;
+- :mod:`~pimc_ray.models.heads`: the logistic-regression head on frozen embeddings;
+- :mod:`~pimc_ray.models.checkpoint` and :mod:`~pimc_ray.models.train_state`: safetensors + JSON, never pickle;
+- :mod:`~pimc_ray.models.registry` and :mod:`~pimc_ray.models.flops`: models by name, and what they cost.
+
+Models know tensors, not catalogs or rasters. Importing this package imports torch.
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from pimc_ray.models import encoders as _encoders  # noqa: F401  (registers the encoders)
-from pimc_ray.models.checkpoint import EncoderConfig, load_checkpoint, save_checkpoint
+from pimc_ray.models.checkpoint import EncoderConfig, EncoderRef, load_checkpoint, save_checkpoint
 from pimc_ray.models.contrastive import ProjectionHead, SymmetricInfoNCE, gather_with_grad
-from pimc_ray.models.encoders import RPEncoder, RSIEncoder
-from pimc_ray.models.heads import LinearClassifier
+from pimc_ray.models.encoders import JointEncoder, PatchEncoder, PlotEncoder, RPEncoder, RSIEncoder, parts
+from pimc_ray.models.flops import flops_per_sample
+from pimc_ray.models.heads import Head, LinearClassifier
 from pimc_ray.models.pimc import PIMCConfig, PIMCModel
 from pimc_ray.models.registry import (
     build,
@@ -24,9 +33,14 @@ from pimc_ray.models.train_state import TrainingState, load_training_checkpoint,
 
 __all__ = [
     "EncoderConfig",
+    "EncoderRef",
+    "Head",
+    "JointEncoder",
     "LinearClassifier",
     "PIMCConfig",
     "PIMCModel",
+    "PatchEncoder",
+    "PlotEncoder",
     "ProjectionHead",
     "RPEncoder",
     "RSIEncoder",
@@ -41,20 +55,9 @@ __all__ = [
     "load_checkpoint",
     "load_training_checkpoint",
     "names",
+    "parts",
     "register",
     "register_encoder",
     "save_checkpoint",
     "save_training_checkpoint",
 ]
-
-
-def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> float:
-    """Forward FLOPs (2 x multiply-adds) for one sample of ``input_shape`` (without the batch axis)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros((1, *input_shape)))
-    model.train(was_training)
-    return float(counter.get_total_flops())

@@ -28,7 +28,21 @@ import torch
 from torch import nn
 
 from pimc_ray.errors import CheckpointError, CheckpointMismatchError
+from pimc_ray.kernels.patches import MEDIAN
 from pimc_ray.models.registry import build_encoder, encoder_class
+
+__all__ = [
+    "CONFIG",
+    "WEIGHTS",
+    "EncoderConfig",
+    "EncoderRef",
+    "load_checkpoint",
+    "read_encoder_config",
+    "read_meta",
+    "read_tensors",
+    "save_checkpoint",
+    "sha256_file",
+]
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -48,8 +62,9 @@ class EncoderConfig:
     seed: int = 0
     """Seed of the random initialisation (when no checkpoint is loaded)."""
 
-    def build(self) -> nn.Module:
-        """A freshly initialised encoder (deterministic for a given seed)."""
+    def build(self) -> Any:
+        """A freshly initialised encoder (deterministic for a given seed): an ``nn.Module`` with the ``inputs``,
+        ``embed_dim`` and ``halo`` attributes of :class:`~pimc_ray.models.encoders.PlotEncoder` and its kin."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return build_encoder(self.name, self.params)
@@ -251,3 +266,52 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {folder}: weights do not fit {config.name} ({err})") from err
     model.eval()
     return model, meta
+
+
+@dataclass(frozen=True)
+class EncoderRef:
+    """Which encoder a run uses: a checkpoint folder, or the seeded random initialisation of a config.
+
+    Small and picklable: the driver checks it once (:meth:`open`, then :meth:`load` to fail early on a bad
+    checkpoint) and every worker loads its own model from it.
+    """
+
+    config: EncoderConfig = field(default_factory=EncoderConfig)
+    """The encoder to build (read from the checkpoint's ``config.json``)."""
+    checkpoint: Path | None = None
+    """Trained weights; None means the random initialisation of ``config`` (labelled as such in the outputs)."""
+    composite: str = MEDIAN
+    """What an image-patch encoder's patches are cut from: the composite it was pretrained on (the ``patches``
+    record of an export), the median for any other checkpoint."""
+
+    @classmethod
+    def open(cls, checkpoint: str | Path | None, *, default: EncoderConfig | None = None) -> EncoderRef:
+        """The encoder of a checkpoint folder (its ``config.json`` read and checked), or ``default`` (the default
+        :class:`EncoderConfig`) randomly initialised when ``checkpoint`` is None.
+
+        Raises:
+            CheckpointError: no readable ``config.json`` or no valid encoder in it.
+        """
+        if checkpoint is None:
+            return cls(default or EncoderConfig())
+        folder = Path(checkpoint)
+        meta = read_meta(folder)
+        composite = str((meta.get("patches") or {}).get("composite", MEDIAN))
+        return cls(_encoder_config(folder, meta), folder, composite)
+
+    @property
+    def random(self) -> bool:
+        """True when no trained weights are loaded."""
+        return self.checkpoint is None
+
+    def load(self) -> tuple[Any, str]:
+        """The encoder in eval mode and a label of its weights: ``random-init (untrained, seed N)`` or
+        ``checkpoint sha256:<hash of model.safetensors>``.
+
+        Raises:
+            CheckpointError: the checkpoint is missing, corrupt or does not match ``config``.
+        """
+        if self.checkpoint is None:
+            return self.config.build().eval(), f"random-init (untrained, seed {self.config.seed})"
+        model, meta = load_checkpoint(self.checkpoint, expect=self.config)
+        return model, f"checkpoint sha256:{meta['sha256']}"

@@ -27,6 +27,14 @@ from torch import nn
 
 from pimc_ray.models.registry import register
 
+__all__ = [
+    "DEFAULT_TEMPERATURE",
+    "MAX_LOGIT_SCALE",
+    "gather_with_grad",
+    "ProjectionHead",
+    "SymmetricInfoNCE",
+]
+
 #: CLIP's initial temperature; PIMC's paper does not state one (docs/paper-choices.md).
 DEFAULT_TEMPERATURE = 0.07
 #: CLIP clamps the learnt logit scale at 100 (temperature 0.01) to keep training stable.
@@ -60,7 +68,7 @@ class ProjectionHead(nn.Module):
         return self.net(x)
 
 
-def distributed_world() -> tuple[int, int]:
+def _distributed_world() -> tuple[int, int]:
     """``(rank, world size)`` of the default process group, ``(0, 1)`` when there is none."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -71,15 +79,15 @@ class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward returns this rank's slice of the gradient summed over ranks."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        rank, world = distributed_world()
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        rank, world = _distributed_world()
         parts = [torch.empty_like(x) for _ in range(world)]
         dist.all_gather(parts, x.contiguous())
         ctx.rank, ctx.rows = rank, x.shape[0]  # type: ignore[attr-defined]
         return torch.cat(parts, dim=0)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         total = grad.contiguous().clone()
         dist.all_reduce(total)  # sum over ranks (gloo and nccl both have it; reduce_scatter is nccl-only)
         start = ctx.rank * ctx.rows  # type: ignore[attr-defined]
@@ -92,10 +100,10 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     Every rank must pass the same ``n`` (train with ``drop_last``). Without a process group (or with one rank)
     this returns ``x`` itself.
     """
-    _, world = distributed_world()
+    _, world = _distributed_world()
     if world == 1:
         return x
-    return _GatherWithGrad.apply(x)  # type: ignore[no-any-return]
+    return _GatherWithGrad.apply(x)
 
 
 @register("loss", "symmetric-infonce")

@@ -13,24 +13,63 @@ Both report their cost with :func:`pimc_ray.models.flops_per_sample` (tests/mode
 Spatial context: every encoder declares what it sees of a pixel (``inputs``: ``"plots"``, ``"patches"`` or both) and
 how many pixels of context it needs on each side of it (``halo``): 0 for ``rp-resnet``, which sees the pixel's own
 series only, and ``patch_size // 2`` for ``rsi-cnn``, whose patch is centred on the pixel. The mapping job reads
-every window grown by the halo (:func:`pimc_ray.infer.series_reader`), so a pixel at a tile or window edge gets
-the same context as one inside it; :class:`~pimc_ray.models.checkpoint.EncoderConfig` reports both for a config.
-``pimc-joint`` sees both, with the image-patch encoder's halo.
+every window grown by the halo (:func:`pimc_ray.mapping.embedder.series_reader`), so a pixel at a tile or window
+edge gets the same context as one inside it; :class:`~pimc_ray.models.checkpoint.EncoderConfig` reports both for
+a config. ``pimc-joint`` sees both, with the image-patch encoder's halo.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
 
 from pimc_ray.models.registry import build_encoder, register_encoder
 
+__all__ = [
+    "EncoderInputs",
+    "JointEncoder",
+    "PatchEncoder",
+    "PlotEncoder",
+    "RPEncoder",
+    "RSIEncoder",
+    "parts",
+]
+
 #: What an encoder sees of a pixel: its recurrence plots (N, 3, T, T), an image patch around it (N, B, k, k), or
 #: both (``forward(plots, patches)``).
 EncoderInputs = Literal["plots", "patches", "plots+patches"]
+
+
+class PlotEncoder(Protocol):
+    """An encoder of recurrence plots: ``(N, 3, T, T)`` -> ``(N, embed_dim)`` (``rp-resnet``)."""
+
+    inputs: Literal["plots"]
+    embed_dim: int
+    halo: int
+    """0: a pixel's plots come from its own series."""
+
+    def __call__(self, plots: torch.Tensor) -> torch.Tensor: ...
+
+
+class PatchEncoder(Protocol):
+    """An encoder of image patches: ``(N, in_channels, k, k)`` -> ``(N, embed_dim)`` (``rsi-cnn``)."""
+
+    inputs: Literal["patches"]
+    embed_dim: int
+    halo: int
+    """``k // 2``: pixels of context on each side of the pixel."""
+    in_channels: int
+
+    def __call__(self, patches: torch.Tensor) -> torch.Tensor: ...
+
+
+def parts(encoder: nn.Module) -> tuple[Any, ...]:
+    """The single-input encoders an encoder is made of, in the order of its embedding's dimensions: the two
+    towers of a joint encoder, else the encoder itself."""
+    return tuple(getattr(encoder, "parts", (encoder,)))
 
 
 class BasicBlock(nn.Module):
@@ -204,6 +243,8 @@ class JointEncoder(nn.Module):
                 f"pimc-joint takes a plot encoder and an image-patch encoder, got {rp['name']!r} "
                 f"({self.rp.inputs}) and {rsi['name']!r} ({self.rsi.inputs})"
             )
+        self.parts = (self.rp, self.rsi)
+        """The towers, in the order of the embedding's dimensions (see :func:`parts`)."""
         self.halo = int(self.rsi.halo)
         """Pixels of context on each side of a pixel: the image-patch encoder's."""
         self.in_channels = int(self.rsi.in_channels)

@@ -10,13 +10,30 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from pimc_ray.errors import CheckpointError
+
+__all__ = ["Head", "LinearClassifier"]
+
+
+class Head(Protocol):
+    """What a map needs of a classification head: class ids and names, predictions, and a colour map."""
+
+    class_ids: list[int]
+    class_names: dict[int, str]
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(class ids (N,), confidence (N,) float32)`` of embeddings ``x`` (N, dim)."""
+        ...
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """GDAL colour map (value -> RGBA) of the classes."""
+        ...
 
 
 class LinearClassifier(nn.Module):
@@ -42,7 +59,9 @@ class LinearClassifier(nn.Module):
         self.class_ids = [int(c) for c in class_ids]
         self.class_names = {int(k): str(v) for k, v in (class_names or {}).items()}
         self.class_colors = {int(k): str(v).lstrip("#") for k, v in (class_colors or {}).items()}
-        self.register_buffer("mean", torch.zeros(dim))
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.zeros(dim))  # standardisation of the training set's embeddings
         self.register_buffer("std", torch.ones(dim))
         self.linear = nn.Linear(dim, len(self.class_ids))
 

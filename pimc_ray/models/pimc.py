@@ -8,7 +8,7 @@
 
 :class:`PIMCConfig` names every part (registry names and keyword parameters), so a training checkpoint holds a
 JSON config and safetensors weights, never a pickled model. After pretraining both encoders are exported for
-mapping (:func:`pimc_ray.train.export_encoder`): the RP encoder (``PIMCConfig.rp``) and the RSI encoder
+mapping (:func:`pimc_ray.training.trainer.export_encoder`): the RP encoder (``PIMCConfig.rp``) and the RSI encoder
 (``PIMCConfig.rsi``), which maps from windows read grown by its halo (half a patch).
 """
 
@@ -24,6 +24,12 @@ from torch import nn
 from pimc_ray.models import contrastive as _contrastive  # noqa: F401  (registers the projection and the loss)
 from pimc_ray.models.checkpoint import EncoderConfig
 from pimc_ray.models.registry import build
+
+__all__ = [
+    "DEFAULT_RSI_PARAMS",
+    "PIMCConfig",
+    "PIMCModel",
+]
 
 #: The RSI encoder's defaults: ten bands, a 9 x 9 patch (90 m) at 10 m, about 10.5 MFLOP per patch.
 DEFAULT_RSI_PARAMS: Mapping[str, Any] = {
@@ -130,4 +136,4 @@ class PIMCModel(nn.Module):
     def forward(self, plots: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """Contrastive loss (a scalar) of ``n`` pairs: plot i and patch i come from the same pixel."""
         a, b = self.project(plots, patches)
-        return self.loss(a, b)  # type: ignore[no-any-return]
+        return self.loss(a, b)

@@ -13,6 +13,19 @@ from typing import Any, Literal, TypeVar
 
 from torch import nn
 
+__all__ = [
+    "M",
+    "build",
+    "build_encoder",
+    "encoder_class",
+    "encoder_names",
+    "lookup",
+    "names",
+    "register",
+    "register_encoder",
+    "Kind",
+]
+
 Kind = Literal["encoder", "projection", "loss"]
 
 _REGISTRY: dict[str, dict[str, type[nn.Module]]] = {"encoder": {}, "projection": {}, "loss": {}}
@@ -50,7 +63,7 @@ def lookup(kind: Kind, name: str) -> type[nn.Module]:
         raise ValueError(f"unknown {kind} {name!r}; registered: {names(kind)}") from err
 
 
-def build(kind: Kind, name: str, params: Mapping[str, Any] | None = None) -> nn.Module:
+def build(kind: Kind, name: str, params: Mapping[str, Any] | None = None) -> Any:
     """Instantiate the ``kind`` registered as ``name`` with keyword ``params``.
 
     Raises:
@@ -69,7 +82,7 @@ def encoder_names() -> list[str]:
     return names("encoder")
 
 
-def build_encoder(name: str, params: Mapping[str, Any] | None = None) -> nn.Module:
+def build_encoder(name: str, params: Mapping[str, Any] | None = None) -> Any:
     """Instantiate the encoder registered as ``name`` with keyword ``params``."""
     return build("encoder", name, params)
 

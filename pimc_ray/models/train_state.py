@@ -29,6 +29,14 @@ from pimc_ray.errors import CheckpointError, CheckpointMismatchError
 from pimc_ray.models.checkpoint import read_meta, read_tensors, save_checkpoint
 from pimc_ray.models.pimc import PIMCConfig, PIMCModel
 
+__all__ = [
+    "TRAINING_KIND",
+    "load_training_checkpoint",
+    "save_training_checkpoint",
+    "unwrap",
+    "TrainingState",
+]
+
 #: ``config.json["kind"]`` of a training checkpoint.
 TRAINING_KIND = "pimc-training"
 
@@ -47,12 +55,12 @@ class TrainingState:
     """The checkpoint's ``config.json``."""
 
 
-def unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> Any:
     """The module inside a DDP (or other ``.module``) wrapper."""
     return getattr(model, "module", model)
 
 
-def optimizer_to_tensors(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_to_tensors(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer ``state_dict`` into tensors (for safetensors) and JSON (its hyper-parameters).
 
     Returns:
@@ -72,8 +80,8 @@ def optimizer_to_tensors(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tens
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
-def optimizer_from_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`optimizer_to_tensors`: an optimizer ``state_dict``."""
+def _optimizer_from_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_optimizer_to_tensors`: an optimizer ``state_dict``."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, index, name = key.split(".", 2)
@@ -111,7 +119,7 @@ def save_training_checkpoint(
     if not isinstance(pimc, PIMCModel):
         raise TypeError(f"expected a PIMCModel, got {type(pimc).__name__}")
     rest = {k: v for k, v in pimc.state_dict().items() if not k.startswith("rp.")}
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer.state_dict())
+    opt_tensors, opt_meta = _optimizer_to_tensors(optimizer.state_dict())
     meta = {
         "kind": TRAINING_KIND,
         "pimc": pimc.config.to_dict(),
@@ -170,7 +178,7 @@ def load_training_checkpoint(folder: str | Path, *, expect: PIMCConfig | None = 
         raise CheckpointError(
             f"checkpoint {folder}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    optimizer_state = optimizer_from_tensors(read_tensors(folder, "optimizer", meta), opt_meta)
+    optimizer_state = _optimizer_from_tensors(read_tensors(folder, "optimizer", meta), opt_meta)
     return TrainingState(model.train(), optimizer_state, step, meta)
 
 

@@ -11,8 +11,8 @@ from pimc_ray.models import EncoderConfig, flops_per_sample, load_checkpoint, sa
 from pimc_ray.models.heads import LinearClassifier
 from pimc_ray.models.pimc import DEFAULT_RSI_PARAMS
 
-GOLDEN = Path(__file__).parent.parent / "data" / "golden" / "rp_resnet_default.npy"
-GOLDEN_RSI = Path(__file__).parent.parent / "data" / "golden" / "rsi_cnn_default.npy"
+GOLDEN = Path(__file__).parent.parent / "fixtures" / "golden" / "rp_resnet_default.npy"
+GOLDEN_RSI = Path(__file__).parent.parent / "fixtures" / "golden" / "rsi_cnn_default.npy"
 RSI = EncoderConfig(name="rsi-cnn", params=DEFAULT_RSI_PARAMS)
 
 

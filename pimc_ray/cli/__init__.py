@@ -1,0 +1,73 @@
+"""The ``pimc`` command and the jobs' entry points.
+
+    pimc embed --aoi ... --out DIR|s3://...      embedding (and class) maps per tile  (= jobs/embed_aoi.py)
+    pimc classify --aoi ... --head DIR --out ... class maps per tile                  (= jobs/classify_aoi.py)
+    pimc indices --aoi ... --out DIR|s3://...    regular-grid NDVI/EVI/SAVI COGs, QA   (= jobs/export_indices.py)
+    pimc pretrain --aoi ... --out DIR            PIMC pretraining on Ray Train          (= jobs/pretrain.py)
+    pimc train-head --labels ... --checkpoint D  a classification head from labels     (= jobs/train_head.py)
+    pimc archive build --out data/archive        generate the embedded sample archive
+    pimc archive bbox --demo|--train|--tile ID   lon/lat bbox of the demo AOI, the head's training area, a tile
+    pimc stac serve --archive data/archive       serve the archive as a STAC API on loopback until stopped
+    pimc s3 serve --bucket pimc                  a local S3-compatible store (SeaweedFS) until stopped
+
+The jobs run in this process's Ray (a local one unless RAY_ADDRESS is set); ``ray job submit -- python
+jobs/<job>.py`` runs the same code on a cluster. ``pimc <command> --help`` lists a command's options.
+
+Modules: :mod:`~pimc_ray.cli.args` (every option, once), :mod:`~pimc_ray.cli.run` (the job runner and its exit
+codes), :mod:`~pimc_ray.cli.jobs` (the jobs), :mod:`~pimc_ray.cli.local` (the local services).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pimc_ray.cli import jobs
+from pimc_ray.cli.local import add_commands, archive_build
+from pimc_ray.cli.run import run_job
+from pimc_ray.errors import EXIT_CODES_HELP
+
+__all__ = ["build_parser", "main"]
+
+#: Commands whose arguments their own job parser reads.
+JOBS: dict[str, Callable[[list[str]], int]] = {
+    "embed": jobs.embed_main,
+    "classify": jobs.classify_main,
+    "indices": jobs.indices_main,
+    "pretrain": jobs.pretrain_main,
+    "train-head": jobs.train_head_main,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pimc`` parser (the jobs' own options are listed by ``pimc <job> --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="pimc",
+        description=__doc__,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, main_fn in JOBS.items():
+        summary = (main_fn.__doc__ or "").strip().splitlines()[0]
+        commands.add_parser(name, help=summary, add_help=False)
+    add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pimc``; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args_list[:1] and args_list[0] in JOBS:
+        return JOBS[args_list[0]](args_list[1:])
+    if args_list[:2] == ["archive", "build"]:
+        return archive_build(args_list[2:])
+    args = build_parser().parse_args(args_list)
+    return run_job(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The jobs' arguments: one definition of each option, grouped by concern, and the builders that validate them.
+
+Every job parser is made of these groups, so an option means the same thing, with the same default and the same
+check, in every job. Builders turn parsed arguments into the library's frozen configs and raise a
+:class:`~pimc_ray.errors.PimcError` naming the option and the fix; nothing is written before they all pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pimc_ray.data.aoi import AOI, load_aoi
+from pimc_ray.data.series import SeriesSpec
+from pimc_ray.data.stac import DateRange
+from pimc_ray.data.timegrid import TimeGridSpec
+from pimc_ray.errors import EXIT_CODES_HELP, InvalidConfigError
+from pimc_ray.io.storage import normalize_location
+from pimc_ray.mapping.runner import Parallelism
+
+__all__ = [
+    "add_catalog",
+    "add_parallelism",
+    "add_series",
+    "aoi_union",
+    "at_least_one",
+    "from_args",
+    "job_parser",
+    "output",
+    "parallelism",
+    "series_spec",
+]
+
+
+def job_parser(description: str, *, prog: str | None = None) -> argparse.ArgumentParser:
+    """A job's parser: its description, and the exit codes every job shares at the end of ``--help``."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_catalog(p: argparse.ArgumentParser) -> None:
+    """Dates, the STAC API and collection, its convention, cloud filter, and the snapshot of the items."""
+    a = p.add_argument
+    a("--start", required=True, help="first date, YYYY-MM-DD")
+    a("--end", required=True, help="last date, YYYY-MM-DD")
+    a("--stac-url", required=True, help="root URL of a STAC API")
+    a("--collection", default="sentinel-2-l2a", help="Sentinel-2 L2A collection id")
+    a("--catalog", choices=["earth-search", "planetary-computer"], help="default: detect from the items")
+    a("--max-cloud-cover", type=float, help="skip scenes above this eo:cloud_cover (%%)")
+    a(
+        "--snapshot",
+        type=Path,
+        help="frozen item list (ndjson): read instead of searching if it exists, else written",
+    )
+
+
+def add_series(p: argparse.ArgumentParser, *, on_unreadable: bool = True) -> None:
+    """The regular time grid, the nodata rule, unreadable assets, and the window size."""
+    a = p.add_argument
+    a("--steps", type=int, default=36, help="regular time-grid steps T (plots are T x T)")
+    a("--min-valid", type=int, default=4, help="pixels with fewer cloud-free observations are nodata")
+    if on_unreadable:
+        a("--on-unreadable", choices=["error", "nodata"], default="error",
+          help="an unreadable asset (404, missing, corrupt) fails its window (error) or becomes nodata")  # fmt: skip
+    a("--window-size", type=int, default=128, help="pixels per window edge (the unit of work)")
+
+
+def add_parallelism(p: argparse.ArgumentParser) -> None:
+    """Compute and read actors of the mapping pipeline (:class:`~pimc_ray.mapping.runner.Parallelism`)."""
+    a = p.add_argument
+    a("--workers", type=int, default=2, help="compute actors (0: run everything in this process)")
+    a("--cpus-per-worker", type=float, default=0.75, help="CPUs each compute actor reserves")
+    a(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs each compute actor reserves (> 0: CUDA + CuPy)",
+    )
+    a("--readers", type=int, default=2, help="read actors (each reads one window at a time)")
+    a("--read-cpus", type=float, default=0.25, help="CPUs each read actor reserves")
+
+
+def at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Refuse integer options below 1 (``names`` are attribute names, e.g. ``min_valid``).
+
+    Raises:
+        InvalidConfigError: naming the option.
+    """
+    for name in names:
+        if getattr(args, name) < 1:
+            raise InvalidConfigError(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+            )
+
+
+def series_spec(args: argparse.Namespace) -> SeriesSpec:
+    """The series spec of :func:`add_catalog` + :func:`add_series` arguments."""
+    at_least_one(args, "steps", "min_valid", "window_size")
+    return SeriesSpec(
+        dates=DateRange.parse(args.start, args.end),
+        timegrid=TimeGridSpec(steps=args.steps, min_valid=args.min_valid),
+        catalog=args.catalog,
+        on_unreadable=getattr(args, "on_unreadable", "error"),
+    )
+
+
+def parallelism(args: argparse.Namespace) -> Parallelism:
+    """The parallelism of :func:`add_parallelism` arguments."""
+    return from_args(Parallelism, args)
+
+
+def output(location: str | Path) -> str:
+    """A validated output location: an absolute local folder, or an ``s3://bucket/prefix`` URI."""
+    return normalize_location(location)
+
+
+def aoi_union(values: Sequence[str]) -> AOI:
+    """One AOI from one or more ``--aoi`` values (their union)."""
+    import shapely
+
+    aois = [load_aoi(v) for v in values]
+    return aois[0] if len(aois) == 1 else AOI(shapely.union_all([a.geometry for a in aois]))
+
+
+def from_args(cls: Any, args: argparse.Namespace, **given: Any) -> Any:
+    """A dataclass ``cls`` from the parsed flags named like its fields, and ``given`` values for the rest.
+
+    Raises:
+        InvalidConfigError: the dataclass refused a value (its message names it).
+    """
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    try:
+        return cls(**{**flags, **given})
+    except ValueError as err:
+        raise InvalidConfigError(str(err)) from err

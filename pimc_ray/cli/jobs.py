@@ -1,0 +1,375 @@
+"""The jobs: what ``jobs/*.py`` (``ray job submit -- python jobs/<job>.py``) and ``pimc <command>`` run.
+
+==================  ========================  ===================================================================
+job                 command                   does
+==================  ========================  ===================================================================
+embed_aoi.py        ``pimc embed``            embedding (and class) maps per tile (:func:`.map_aoi`)
+classify_aoi.py     ``pimc classify``         class maps per tile, with a head
+export_indices.py   ``pimc indices``          regular-grid NDVI/EVI/SAVI series and QA per UTM zone
+pretrain.py         ``pimc pretrain``         PIMC pretraining on Ray Train, exported for mapping
+train_head.py       ``pimc train-head``       a classification head from labels, on frozen embeddings
+==================  ========================  ===================================================================
+
+Each ``*_main`` parses its arguments (:mod:`pimc_ray.cli.args`), validates all of them before any work starts and
+runs the library call through :func:`~pimc_ray.cli.run.run_job`, which owns the exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pimc_ray.cli.args import (
+    add_catalog,
+    add_parallelism,
+    add_series,
+    aoi_union,
+    at_least_one,
+    from_args,
+    job_parser,
+    output,
+    parallelism,
+    series_spec,
+)
+from pimc_ray.cli.run import run_job, say
+from pimc_ray.data.aoi import load_aoi
+from pimc_ray.data.stac import frozen_search
+from pimc_ray.errors import InvalidConfigError, PimcError
+
+__all__ = [
+    "classify_main",
+    "embed_main",
+    "embed_parser",
+    "indices_main",
+    "indices_parser",
+    "pretrain_main",
+    "pretrain_parser",
+    "train_head_main",
+    "train_head_parser",
+]
+
+
+def _argv(argv: Sequence[str] | None) -> list[str]:
+    return list(sys.argv[1:] if argv is None else argv)
+
+
+def _area_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every per-pixel job shares: area, catalog, series, output and parallelism."""
+    p = job_parser(description)
+    p.add_argument(
+        "--aoi", required=True, help="bbox 'minx,miny,maxx,maxy' (lon/lat), GeoJSON text or a .geojson file"
+    )
+    add_catalog(p)
+    p.add_argument("--out", required=True, help="output folder, or s3://bucket/prefix")
+    add_series(p)
+    add_parallelism(p)
+    return p
+
+
+def _area(args: argparse.Namespace) -> dict[str, object]:
+    """Validated keyword arguments of :class:`~pimc_ray.mapping.requests.AreaRequest` (nothing is written)."""
+    return {
+        "aoi": load_aoi(args.aoi),
+        "spec": series_spec(args),
+        "stac_url": args.stac_url,
+        "out": output(args.out),
+        "collection": args.collection,
+        "max_cloud_cover": args.max_cloud_cover,
+        "parallel": parallelism(args),
+        "window_size": args.window_size,
+        "snapshot": args.snapshot.resolve() if args.snapshot else None,
+    }
+
+
+def _print_outputs(keys: Sequence[str], pixels: int, seconds: float) -> None:
+    say("outputs:")
+    for key in keys:
+        say(f"  {key}")
+    say(f"summary: {pixels} pixels in {seconds:.1f} s = {pixels / seconds:.0f} pixels/s")
+
+
+# --- mapping ------------------------------------------------------------------------------------------------
+
+
+def embed_parser(description: str = "Map an AOI to PIMC embedding COGs on a tile grid (and class maps with a head).",
+                 ) -> argparse.ArgumentParser:  # fmt: skip
+    """The mapping jobs' parser (``embed`` and ``classify``)."""
+    p = _area_parser(description)
+    a = p.add_argument
+    a("--checkpoint", type=Path, help="trained encoder checkpoint folder (default: random init)")
+    a("--head", type=Path, help="a saved classification head folder")
+    a("--head-train-aoi", help="fit the head on labels inside this AOI (held out from --aoi)")
+    a(
+        "--labels-collection",
+        default="pimc-sample-labels",
+        help="STAC collection of the labels --head-train-aoi uses",
+    )
+    a("--batch-size", type=int, default=1024, help="pixels per encoder batch")
+    a("--tile-size", type=int, default=1024, help="tile edge in pixels (the unit of output)")
+    a(
+        "--dry-run",
+        action="store_true",
+        help="print tiles, pixels, bytes to read and the estimated time; write nothing",
+    )
+    return p
+
+
+def _map_main(argv: Sequence[str] | None, description: str, *, write_embedding: bool) -> int:
+    args = embed_parser(description).parse_args(_argv(argv))
+
+    def work() -> None:
+        from pimc_ray.mapping.maps import dry_run, map_aoi
+        from pimc_ray.mapping.requests import MapRequest
+        from pimc_ray.models.checkpoint import EncoderRef
+
+        t0 = time.perf_counter()
+        request = MapRequest(
+            **_area(args),  # type: ignore[arg-type]
+            encoder=EncoderRef.open(args.checkpoint),  # the checkpoint says which encoder it holds
+            head=args.head,
+            head_train_aoi=load_aoi(args.head_train_aoi) if args.head_train_aoi else None,
+            labels_collection=args.labels_collection,
+            batch_size=args.batch_size,
+            tile_size=args.tile_size,
+            write_embedding=write_embedding,
+        )
+        if args.dry_run:
+            plan = dry_run(request, progress=say)
+            _print_outputs([], int(plan["pixels"]), time.perf_counter() - t0)
+            return
+        summary = map_aoi(request, progress=say)
+        _print_outputs(
+            [f"{summary.out}/{key}" for key in summary.keys], summary.pixels, time.perf_counter() - t0
+        )
+
+    return run_job(work)
+
+
+def embed_main(argv: Sequence[str] | None = None) -> int:
+    """``jobs/embed_aoi.py``: embedding maps (and class maps when a head is given or fit) of an AOI."""
+    return _map_main(argv, "Map an AOI to PIMC embedding COGs on a tile grid (and class maps with a head).",
+                     write_embedding=True)  # fmt: skip
+
+
+def classify_main(argv: Sequence[str] | None = None) -> int:
+    """``jobs/classify_aoi.py``: land-cover class maps (with confidence) of an AOI."""
+    return _map_main(argv, "Map an AOI to land-cover class COGs on a tile grid (needs --head or --head-train-aoi).",
+                     write_embedding=False)  # fmt: skip
+
+
+def indices_parser() -> argparse.ArgumentParser:
+    """The indices job's parser."""
+    return _area_parser(
+        "Export the regular-grid NDVI, EVI and SAVI series of an area of interest as COGs, with QA."
+    )
+
+
+def indices_main(argv: Sequence[str] | None = None) -> int:
+    """``jobs/export_indices.py``: regular-grid NDVI/EVI/SAVI series and QA of an AOI."""
+    args = indices_parser().parse_args(_argv(argv))
+
+    def work() -> None:
+        from pimc_ray.mapping.indices import export_indices
+        from pimc_ray.mapping.requests import AreaRequest
+
+        t0 = time.perf_counter()
+        result = export_indices(AreaRequest(**_area(args)), progress=say)  # type: ignore[arg-type]
+        note = " (already done, skipped)" if result.skipped else ""
+        _print_outputs(
+            [f"{result.out}/{key}{note}" for key in result.keys], result.pixels, time.perf_counter() - t0
+        )
+
+    return run_job(work)
+
+
+# --- pretraining --------------------------------------------------------------------------------------------
+
+
+def pretrain_parser() -> argparse.ArgumentParser:
+    """The pretraining job's parser."""
+    p = job_parser(
+        "Pretrain PIMC (RP encoder + image-patch encoder, symmetric InfoNCE) on Ray Train, resuming from the run's "
+        "latest checkpoint, and export the encoders for jobs/embed_aoi.py (the RP encoder to OUT, the image-patch "
+        "encoder to OUT/rsi, both to OUT/joint)."
+    )
+    a = p.add_argument
+    a("--aoi", action="append", required=True, help="training area (repeat to join several)")
+    add_catalog(p)
+    add_series(p, on_unreadable=False)
+    a("--out", required=True, type=Path,
+      help="folder of the exported RP encoder (--checkpoint); the image-patch encoder goes to OUT/rsi")  # fmt: skip
+    a("--storage", help="checkpoint storage: a folder or s3://bucket/prefix (default: OUT/../runs)")
+    a("--s3-endpoint", help="endpoint of an S3-compatible store (default: AWS_ENDPOINT_URL)")
+    a("--name", help="run name; a resubmitted job with the same name resumes (default: OUT's name)")
+    a("--train-steps", type=int, default=1000, help="optimizer steps of the whole run")
+    a("--batch-size", type=int, default=256, help="global batch (pairs per step, all workers)")
+    a("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, warm-up then cosine)")
+    a("--weight-decay", type=float, default=1e-4)
+    a("--warmup-steps", type=int, default=50)
+    a("--checkpoint-every", type=int, default=100)
+    a("--keep-checkpoints", type=int, default=3)
+    a("--log-every", type=int, default=20)
+    a("--temperature", type=float, default=0.07, help="(initial) temperature of the loss")
+    a("--fixed-temperature", action="store_true", help="keep it fixed (default: learnt, as CLIP)")
+    a("--patch-size", type=int, default=9, help="image patch side in 10 m pixels (odd)")
+    a("--composite", default="median", help="'median' or a date YYYY-MM-DD (nearest grid step)")
+    a("--pixels-per-window", type=int, default=1024, help="pairs drawn per window visit")
+    a("--time-shift", type=int, default=2,
+      help="augmentation: move each series by up to this many grid steps, either way (0: none)")  # fmt: skip
+    a("--shuffle-buffer", type=int, default=2048, help="pairs each worker mixes before a batch (0: none)")
+    a("--workers", type=int, default=2, help="Ray Train workers (DDP ranks)")
+    a("--cpus-per-worker", type=float, default=1.0)
+    a("--gpu", action="store_true", help="one GPU per worker (nccl, bf16 autocast)")
+    a("--readers", type=int, default=1, help="Ray Data actors reading pair windows")
+    a("--reader-cpus", type=float, default=1.0)
+    a(
+        "--max-failures",
+        type=int,
+        default=0,
+        help="worker failures to recover from within the run (Ray Train)",
+    )
+    a("--seed", type=int, default=0)
+    return p
+
+
+def pretrain_main(argv: Sequence[str] | None = None) -> int:
+    """``jobs/pretrain.py``."""
+    args = pretrain_parser().parse_args(_argv(argv))
+
+    def work() -> None:
+        from pimc_ray.data.tiles import aoi_grids
+        from pimc_ray.models.checkpoint import EncoderConfig
+        from pimc_ray.models.pimc import DEFAULT_RSI_PARAMS, PIMCConfig
+        from pimc_ray.training.config import RunSpec, TrainConfig
+        from pimc_ray.training.pairs import PairSpec, PairStream, training_tasks
+        from pimc_ray.training.trainer import pretrain, summary_line
+
+        t0 = time.perf_counter()
+        spec = series_spec(args)
+        aoi = aoi_union(args.aoi)
+        pair_spec = from_args(PairSpec, args, series=spec)
+        loss_params = {"temperature": args.temperature, "learnable": not args.fixed_temperature}
+        rsi = EncoderConfig(name="rsi-cnn", params={**DEFAULT_RSI_PARAMS, "patch_size": args.patch_size})
+        model = PIMCConfig(rsi=rsi, loss={"name": "symmetric-infonce", "params": loss_params}, seed=args.seed)
+        config = from_args(TrainConfig, args, model=model, steps=args.train_steps)
+        out = args.out.resolve()
+        storage = args.storage or str(out.parent / "runs")
+        run = from_args(RunSpec, args, name=args.name or out.name, storage_path=storage, use_gpu=args.gpu)
+        if config.batch_size % run.workers:
+            raise InvalidConfigError(
+                f"--batch-size {config.batch_size} must split evenly over {run.workers} workers"
+            )
+        items = frozen_search(
+            aoi, spec.dates, stac_url=args.stac_url, collection=args.collection,
+            max_cloud_cover=args.max_cloud_cover, snapshot=args.snapshot,
+        )  # fmt: skip
+        tasks = training_tasks(aoi_grids(aoi), pair_spec.window_size)
+        say(
+            f"[pretrain] {len(items)} items, {len(tasks)} candidate windows; run {run.name!r} in {run.storage_path}"
+        )
+        stream = PairStream(items, tasks, pair_spec, readers=run.readers, reader_cpus=run.reader_cpus)
+        result = pretrain(stream, config, run, export_to=out, progress=say)
+        say(f"summary: {summary_line(result)}  encoder: {out}  ({time.perf_counter() - t0:.0f} s)")
+
+    return run_job(work)
+
+
+# --- classification heads -----------------------------------------------------------------------------------
+
+
+def train_head_parser() -> argparse.ArgumentParser:
+    """The head-fitting job's parser."""
+    p = job_parser(
+        "Fit a classification head (logistic regression) on frozen embeddings of labelled pixels and save it "
+        "beside the encoder; jobs/embed_aoi.py --head DIR then maps with it."
+    )
+    a = p.add_argument
+    a("--checkpoint", type=Path, help="the encoder checkpoint (default: random weights)")
+    labels = p.add_mutually_exclusive_group(required=True)
+    labels.add_argument(
+        "--labels", type=Path, help="a GeoJSON of points/polygons or a label raster (GeoTIFF)"
+    )
+    labels.add_argument(
+        "--labels-collection", help="a STAC collection of label rasters (e.g. pimc-sample-labels)"
+    )
+    a("--labels-asset", default="labels", help="asset of the label items holding class ids")
+    a("--class-property", default="class", help="GeoJSON property holding the class")
+    a("--aoi", help="area to take labels from (default: the labels' extent; required for STAC)")
+    add_catalog(p)
+    add_series(p, on_unreadable=False)
+    a("--out", type=Path, help="head folder (default: CHECKPOINT/head)")
+    a("--per-class", type=int, default=400, help="labelled pixels per class used to fit")
+    a("--workers", type=int, default=0, help="encoder actors (0: run in this process)")
+    a("--batch-size", type=int, default=1024, help="pixels per encoder batch")
+    a("--seed", type=int, default=0)
+    return p
+
+
+def train_head_main(argv: Sequence[str] | None = None) -> int:
+    """``jobs/train_head.py``."""
+    args = train_head_parser().parse_args(_argv(argv))
+
+    def work() -> None:
+        from pimc_ray.data.labels import GeoJSONLabels, LabelSource, RasterLabels, StacLabels
+        from pimc_ray.data.stac import search_items
+        from pimc_ray.data.tiles import aoi_grids
+        from pimc_ray.mapping.embedder import EmbedderFactory, series_reader
+        from pimc_ray.mapping.heads import fit_head
+        from pimc_ray.mapping.runner import Parallelism
+        from pimc_ray.models.checkpoint import EncoderRef, sha256_file
+
+        spec = series_spec(args)
+        at_least_one(args, "per_class", "batch_size")
+        if args.out is None and args.checkpoint is None:
+            raise PimcError("pass --out (where to save the head) or --checkpoint (it is saved beside it)")
+        out = (args.out or args.checkpoint / "head").resolve()
+        encoder = EncoderRef.open(args.checkpoint)
+        _, weights = encoder.load()  # fails early on a bad checkpoint
+        source: LabelSource
+        if args.labels_collection:
+            if not args.aoi:
+                raise PimcError("--labels-collection needs --aoi (the area whose labels to use)")
+            aoi = load_aoi(args.aoi)
+            found = search_items(aoi, spec.dates, stac_url=args.stac_url, collection=args.labels_collection)
+            source = StacLabels(tuple(found), asset=args.labels_asset)
+        elif args.labels.suffix.lower() in (".json", ".geojson"):
+            source = GeoJSONLabels.load(args.labels, class_property=args.class_property)
+            aoi = load_aoi(args.aoi) if args.aoi else source.area()
+        else:
+            source = RasterLabels(args.labels)
+            aoi = load_aoi(args.aoi) if args.aoi else source.area()
+        items = frozen_search(
+            aoi, spec.dates, stac_url=args.stac_url, collection=args.collection,
+            max_cloud_cover=args.max_cloud_cover, snapshot=args.snapshot,
+        )  # fmt: skip
+        parallel = Parallelism(workers=args.workers)  # the mapping defaults: 0.75 CPU per encoder actor
+        head, stats = fit_head(
+            source,
+            aoi_grids(aoi),
+            reader=series_reader(spec, items, encoder.config),
+            embedder=EmbedderFactory(spec, encoder, args.batch_size, parallel.torch_threads),
+            parallel=parallel,
+            window_size=args.window_size,
+            per_class=args.per_class,
+            seed=args.seed,
+            progress=say,
+        )
+        head.save(out)
+        provenance = {
+            "encoder": encoder.config.to_dict(),
+            "weights": weights,
+            "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else None,
+            "head_sha256": sha256_file(out / "head.safetensors"),
+            "labels": str(args.labels) if args.labels else f"stac:{args.labels_collection}",
+            "aoi": aoi.__geo_interface__,
+            "spec": spec.to_dict(),
+            **stats,
+        }
+        (out / "fit.json").write_text(json.dumps(provenance, indent=2))
+        say(f"head: {out}  ({stats['pixels']} pixels, training accuracy {stats['train_accuracy']:.3f})")
+
+    return run_job(work)

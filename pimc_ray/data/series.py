@@ -1,0 +1,153 @@
+"""One window's regular-grid series: items -> stack -> SCL mask -> regular time grid, plus QA.
+
+This is the data path every per-pixel product shares (embeddings, index exports, training pairs)::
+
+    stack_reflectance   (obs, band, h, w)  float32, NaN = cloud, shadow or nodata
+    regularize          (T, band, P)       float32 on the regular grid, NaN where fewer than min_valid obs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from pimc_ray.data.catalogs import BANDS
+from pimc_ray.data.stac import DateRange
+from pimc_ray.data.stack import StackSpec, read_window, stack_reflectance
+from pimc_ray.data.tiles import OutputGrid, Window
+from pimc_ray.data.timegrid import TimeGridSpec, grid_dates, regularize
+
+__all__ = [
+    "INDEX_BANDS",
+    "INDEX_BAND_POSITIONS",
+    "SeriesReader",
+    "SeriesSpec",
+    "WindowSeries",
+    "crop_halo",
+    "iso_dates",
+    "read_series",
+    "yyyymmdd",
+]
+
+#: Bands the vegetation indices need (blue for EVI, red, NIR), in the order the index functions take them.
+INDEX_BANDS = ("B02", "B04", "B08")
+#: Positions of :data:`INDEX_BANDS` among all ten :data:`pimc_ray.data.catalogs.BANDS` (series read with every band).
+INDEX_BAND_POSITIONS = [BANDS.index(b) for b in INDEX_BANDS]
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    """Everything that decides a pixel's regular series (besides the items)."""
+
+    dates: DateRange
+    """Date range of the regular time grid."""
+    timegrid: TimeGridSpec = field(default_factory=TimeGridSpec)
+    """Steps of the regular grid and the minimum valid count."""
+    bands: tuple[str, ...] = INDEX_BANDS
+    """Bands to read."""
+    mask_classes: frozenset[int] | None = None
+    """SCL classes to mask; :data:`pimc_ray.data.stack.DEFAULT_MASK_CLASSES` when None."""
+    catalog: str | None = None
+    """Catalog convention; detected from the items when None."""
+    on_unreadable: Literal["error", "nodata"] = "error"
+    """What an unreadable asset becomes: see :attr:`pimc_ray.data.stack.StackSpec.on_unreadable`."""
+
+    def stack_spec(self) -> StackSpec:
+        kwargs: dict[str, Any] = {
+            "bands": self.bands,
+            "catalog": self.catalog,
+            "on_unreadable": self.on_unreadable,
+        }
+        if self.mask_classes is not None:
+            kwargs["mask_classes"] = frozenset(self.mask_classes)
+        return StackSpec(**kwargs)
+
+    def grid_dates(self) -> np.ndarray:
+        """``(T,)`` datetime64 dates of the regular grid."""
+        return grid_dates(self.dates.start, self.dates.end, self.timegrid.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.dates.start.isoformat(),
+            "end": self.dates.end.isoformat(),
+            "steps": self.timegrid.steps,
+            "min_valid": self.timegrid.min_valid,
+            "bands": list(self.bands),
+            "mask_classes": sorted(self.stack_spec().mask_classes),
+            "catalog": self.catalog,
+            "on_unreadable": self.on_unreadable,
+        }
+
+
+@dataclass(frozen=True)
+class WindowSeries:
+    """Regular series and QA of one window's P = h x w pixels."""
+
+    values: np.ndarray
+    """(T, band, P) float32, NaN for nodata pixels."""
+    valid_count: np.ndarray
+    """(P,) uint16 cloud-free observations."""
+    first_valid: np.ndarray
+    """(P,) datetime64[D] first cloud-free observation, NaT when none."""
+    last_valid: np.ndarray
+    """(P,) datetime64[D] last cloud-free observation, NaT when none."""
+
+
+def read_series(
+    items: Sequence[Mapping[str, Any]], spec: SeriesSpec, grid: OutputGrid, window: Window
+) -> WindowSeries:
+    """Read, mask and regularise one window of ``grid``."""
+    stack = read_window(
+        stack_reflectance(items, bounds=window.bounds, epsg=grid.epsg, spec=spec.stack_spec())
+    )
+    if stack.shape[-2:] != (window.height, window.width):
+        raise RuntimeError(f"stack shape {stack.shape} does not match window {window}")
+    values = stack.values.reshape(stack.shape[0], stack.shape[1], window.pixels)  # (obs, band, P)
+    times = stack["time"].values
+    regular = regularize(values, times, spec.grid_dates(), min_valid=spec.timegrid.min_valid)
+    days = np.append(times.astype("datetime64[D]"), np.datetime64("NaT", "D"))  # index -1 -> NaT
+    return WindowSeries(
+        regular.values, regular.valid_count, days[regular.first_valid], days[regular.last_valid]
+    )
+
+
+@dataclass(frozen=True)
+class SeriesReader:
+    """The read stage of a run: regular-grid series of a window (picklable; runs on Ray read actors)."""
+
+    spec: SeriesSpec
+    items: list[dict[str, Any]]
+    halo: int = 0
+    """Pixels read beyond the window on every side (an image-patch encoder's context): the result is the series
+    of the grown window, read on the same grid and not clipped to the tile or the AOI."""
+
+    def __call__(self, grid: OutputGrid, window: Window) -> WindowSeries:
+        return read_series(self.items, self.spec, grid, window.grown(self.halo, grid.resolution))
+
+
+def crop_halo(values: np.ndarray, height: int, width: int, margin: int) -> np.ndarray:
+    """The window's own pixels of ``(..., P')`` values read on the window grown by ``margin`` per side.
+
+    ``P' = (height + 2 margin) (width + 2 margin)`` pixels, row-major, in; ``(..., height * width)`` out.
+    """
+    grown = values.reshape(*values.shape[:-1], height + 2 * margin, width + 2 * margin)
+    own = grown[..., margin : margin + height, margin : margin + width]
+    return own.reshape(*values.shape[:-1], height * width)
+
+
+def yyyymmdd(dates: np.ndarray) -> np.ndarray:
+    """datetime64 -> int32 ``YYYYMMDD`` (0 for NaT), a date format GIS tools display as it is."""
+    out = np.zeros(dates.shape, dtype=np.int32)
+    ok = ~np.isnat(dates)
+    if ok.any():
+        as_text = np.datetime_as_string(dates[ok].astype("datetime64[D]"))
+        out[ok] = np.char.replace(as_text, "-", "").astype(np.int32)
+    return out
+
+
+def iso_dates(dates: np.ndarray) -> list[str]:
+    """datetime64 -> ``YYYY-MM-DD`` strings."""
+    return [str(d) for d in np.datetime_as_string(dates.astype("datetime64[D]"))]

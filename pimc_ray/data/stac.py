@@ -1,0 +1,264 @@
+"""Search: AOI + dates + filters -> STAC items (metadata only, no pixels).
+
+``search_items`` queries a STAC API with pystac-client, follows paging, retries on 429/5xx/timeouts with
+backoff, filters on cloud cover server-side (CQL2) where the API supports it and client-side otherwise, and returns
+plain item dicts. :func:`save_snapshot` / :func:`load_snapshot` freeze a search as newline-delimited JSON, so later
+stages and reruns use exactly the same items.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pimc_ray.data.aoi import AOI, load_aoi
+from pimc_ray.errors import (
+    CatalogUnreachableError,
+    InvalidDateRangeError,
+    NoItemsFoundError,
+    UnknownCatalogError,
+)
+
+__all__ = [
+    "RETRY_STATUSES",
+    "dumps_ndjson",
+    "epsg_of",
+    "frozen_search",
+    "group_by_epsg",
+    "item_epsg",
+    "load_snapshot",
+    "open_client",
+    "save_snapshot",
+    "search_items",
+    "DateRange",
+    "Item",
+]
+
+logger = logging.getLogger(__name__)
+
+Item = dict[str, Any]
+
+#: HTTP statuses worth retrying.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """A closed range of calendar dates (UTC)."""
+
+    start: dt.date
+    end: dt.date
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise InvalidDateRangeError(
+                f"the date range is reversed: start {self.start} is after end {self.end}; swap them"
+            )
+
+    @classmethod
+    def parse(cls, start: str | dt.date, end: str | dt.date) -> DateRange:
+        """Parse ISO dates (``2022-01-01``)."""
+        return cls(_parse_date(start, "start"), _parse_date(end, "end"))
+
+    @property
+    def datetime_interval(self) -> str:
+        """The STAC API ``datetime`` parameter covering whole days."""
+        return f"{self.start.isoformat()}T00:00:00Z/{self.end.isoformat()}T23:59:59Z"
+
+    @property
+    def days(self) -> int:
+        """Number of days covered, ends included."""
+        return (self.end - self.start).days + 1
+
+
+def _parse_date(value: str | dt.date, name: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip()[:10])
+    except ValueError as err:
+        raise InvalidDateRangeError(
+            f"the {name} date {value!r} is not an ISO date; write it as YYYY-MM-DD (e.g. 2022-01-01)"
+        ) from err
+
+
+def _retrying_stac_io(timeout: float, retries: int) -> Any:
+    """A pystac-client StacApiIO whose HTTP session retries with exponential backoff."""
+    from pystac_client.stac_api_io import StacApiIO
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=retries,
+        connect=min(retries, 2),  # a refused connection rarely heals within seconds: fail fast
+        backoff_factor=0.5,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST"}),
+        respect_retry_after_header=True,
+    )
+    return StacApiIO(timeout=timeout, max_retries=retry)
+
+
+def open_client(stac_url: str, *, timeout: float = 30.0, retries: int = 5) -> Any:
+    """Open a STAC API with retries; a clear :class:`CatalogUnreachableError` if it cannot be reached."""
+    import pystac_client
+    import requests
+
+    try:
+        return pystac_client.Client.open(stac_url, stac_io=_retrying_stac_io(timeout, retries))
+    except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
+        raise CatalogUnreachableError(
+            f"cannot reach the STAC API at {stac_url} ({type(err).__name__}); check the URL and your network, "
+            "or start the local one with `pimc stac serve`"
+        ) from err
+
+
+def search_items(
+    aoi: Any,
+    dates: DateRange,
+    *,
+    stac_url: str,
+    collection: str = "sentinel-2-l2a",
+    max_cloud_cover: float | None = None,
+    timeout: float = 30.0,
+    retries: int = 5,
+) -> list[Item]:
+    """Items of ``collection`` intersecting ``aoi`` within ``dates``, sorted by datetime then id.
+
+    Args:
+        aoi: anything :func:`pimc_ray.data.aoi.load_aoi` accepts.
+        dates: the date range.
+        stac_url: root URL of a STAC API.
+        collection: collection id.
+        max_cloud_cover: keep items with ``eo:cloud_cover`` at most this (percent); server-side CQL2 filter where
+            the API conforms to it, client-side otherwise.
+        timeout: seconds per HTTP request.
+        retries: retries per request on 429, 5xx and timeouts, with exponential backoff.
+
+    Raises:
+        CatalogUnreachableError: the API cannot be reached or fails.
+        NoItemsFoundError: nothing matches.
+    """
+    import pystac_client
+    import requests
+
+    area: AOI = load_aoi(aoi)
+    client = open_client(stac_url, timeout=timeout, retries=retries)
+    kwargs: dict[str, Any] = {
+        "collections": [collection],
+        "intersects": area.__geo_interface__,
+        "datetime": dates.datetime_interval,
+    }
+    server_filter = max_cloud_cover is not None and client.conforms_to("FILTER")
+    if server_filter and max_cloud_cover is not None:
+        kwargs["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, float(max_cloud_cover)]}
+        kwargs["filter_lang"] = "cql2-json"
+    try:
+        items = [dict(item) for item in client.search(**kwargs).items_as_dicts()]
+    except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
+        raise CatalogUnreachableError(
+            f"the STAC API at {stac_url} failed while searching {collection!r} ({err}); retry later or check the "
+            "collection id"
+        ) from err
+    if max_cloud_cover is not None and not server_filter:
+        items = [i for i in items if i.get("properties", {}).get("eo:cloud_cover", 0.0) <= max_cloud_cover]
+    if not items:
+        cloud = f" with eo:cloud_cover <= {max_cloud_cover}" if max_cloud_cover is not None else ""
+        raise NoItemsFoundError(
+            f"no {collection!r} items at {stac_url} intersect the AOI {area.bounds} between {dates.start} and "
+            f"{dates.end}{cloud}; widen the dates or the AOI, or check the collection id"
+        )
+    items.sort(key=lambda i: (i["properties"].get("datetime") or "", i["id"]))
+    logger.info("found %d %s items for %s, %s", len(items), collection, area.bounds, dates.datetime_interval)
+    return items
+
+
+def frozen_search(
+    aoi: Any,
+    dates: DateRange,
+    *,
+    stac_url: str,
+    collection: str = "sentinel-2-l2a",
+    max_cloud_cover: float | None = None,
+    snapshot: Path | None = None,
+) -> list[Item]:
+    """Items of a run: read from ``snapshot`` when it exists (no search), else searched (:func:`search_items`) and
+    frozen there when a snapshot path is given, so that reruns see exactly the same items."""
+    if snapshot is not None and snapshot.exists():
+        items = load_snapshot(snapshot)
+        logger.info("using %d items frozen in %s (no search)", len(items), snapshot)
+        return items
+    items = search_items(
+        aoi, dates, stac_url=stac_url, collection=collection, max_cloud_cover=max_cloud_cover
+    )
+    if snapshot is not None:
+        save_snapshot(items, snapshot)
+    return items
+
+
+def dumps_ndjson(items: Iterable[Mapping[str, Any]]) -> bytes:
+    """Items as newline-delimited JSON (one compact line per item, keys sorted): the snapshot format."""
+    return "".join(json.dumps(i, sort_keys=True, separators=(",", ":")) + "\n" for i in items).encode()
+
+
+def save_snapshot(items: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write items as newline-delimited JSON (:func:`dumps_ndjson`), atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(dumps_ndjson(items))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_snapshot(path: str | Path) -> list[Item]:
+    """Read items written by :func:`save_snapshot`."""
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def group_by_epsg(items: Sequence[Mapping[str, Any]]) -> dict[int, list[Item]]:
+    """Items grouped by their projection's EPSG code (``proj:epsg`` or ``proj:code``)."""
+    groups: dict[int, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item_epsg(item), []).append(dict(item))
+    return dict(sorted(groups.items()))
+
+
+def epsg_of(properties: Mapping[str, Any]) -> int | None:
+    """The EPSG code in an item's properties: ``proj:epsg``, or an ``EPSG:`` ``proj:code`` (pystac >= 1.12 rewrites
+    the first into the second); None when neither is there."""
+    if properties.get("proj:epsg") is not None:
+        return int(properties["proj:epsg"])
+    code = properties.get("proj:code")
+    if isinstance(code, str) and code.upper().startswith("EPSG:"):
+        return int(code.split(":", 1)[1])
+    return None
+
+
+def item_epsg(item: Mapping[str, Any]) -> int:
+    """EPSG code of an item's native grid.
+
+    Raises:
+        UnknownCatalogError: the item carries no EPSG code.
+    """
+    epsg = epsg_of(item.get("properties", {}))
+    if epsg is None:
+        raise UnknownCatalogError(
+            f"item {item.get('id')!r} has neither proj:epsg nor an EPSG proj:code; the catalog must carry the "
+            "projection extension"
+        )
+    return epsg

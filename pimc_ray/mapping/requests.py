@@ -1,0 +1,136 @@
+"""What a run asks for: :class:`AreaRequest` (what every per-pixel job shares) and :class:`MapRequest`.
+
+Requests are frozen and validated once; jobs build them from their arguments (:mod:`pimc_ray.cli`) and the library
+functions (:func:`pimc_ray.mapping.maps.map_aoi`, :func:`pimc_ray.mapping.indices.export_indices`) take them.
+A request's key hashes everything that decides the outputs' pixels, so a rerun knows what it may skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pimc_ray.data.aoi import AOI
+from pimc_ray.data.catalogs import BANDS
+from pimc_ray.data.series import SeriesSpec
+from pimc_ray.data.stac import Item, frozen_search
+from pimc_ray.errors import InvalidConfigError
+from pimc_ray.kernels.patches import check_composite
+from pimc_ray.mapping.runner import Parallelism
+from pimc_ray.models.checkpoint import EncoderRef, sha256_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AreaRequest", "MapRequest"]
+
+
+@dataclass(frozen=True)
+class AreaRequest:
+    """The part of a run every per-pixel job shares: where, when, from which catalog, to where, how wide."""
+
+    aoi: AOI
+    spec: SeriesSpec
+    stac_url: str
+    out: str
+    """Output location: a local folder or ``s3://bucket/prefix``."""
+    collection: str = "sentinel-2-l2a"
+    max_cloud_cover: float | None = None
+    parallel: Parallelism = field(default_factory=Parallelism)
+    """Workers, CPUs, GPUs."""
+    window_size: int = 128
+    """Window edge in pixels (the unit of work)."""
+    snapshot: Path | None = None
+    """Frozen item list (ndjson): read instead of searching when it exists, written after searching otherwise."""
+
+    def __post_init__(self) -> None:
+        if self.window_size < 1:
+            raise InvalidConfigError(f"--window-size must be at least 1, got {self.window_size}")
+
+    def search(self) -> list[Item]:
+        """The run's items: from the snapshot if there is one, else from the STAC API (then frozen there)."""
+        return frozen_search(
+            self.aoi,
+            self.spec.dates,
+            stac_url=self.stac_url,
+            collection=self.collection,
+            max_cloud_cover=self.max_cloud_cover,
+            snapshot=self.snapshot,
+        )
+
+    def base_key(self, item_ids: Sequence[str], **extra: Any) -> str:
+        """Hash of the area, the series spec, the items and ``extra`` (what a job adds that decides pixels)."""
+        payload = {
+            "aoi": self.aoi.__geo_interface__,
+            "spec": self.spec.to_dict(),
+            "items": sorted(item_ids),
+            **extra,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MapRequest(AreaRequest):
+    """One mapping run: the area (see :class:`AreaRequest`), the encoder, the head, the tiles."""
+
+    encoder: EncoderRef = field(default_factory=EncoderRef)
+    """The encoder (a checkpoint, or a seeded random initialisation) and the composite its patches come from."""
+    head: Path | None = None
+    """A saved classification head; else one is fit on ``head_train_aoi``'s labels."""
+    head_train_aoi: AOI | None = None
+    labels_collection: str = "pimc-sample-labels"
+    per_class: int = 400
+    """Labelled pixels per class used to fit the head."""
+    batch_size: int = 1024
+    """Pixels per encoder batch."""
+    tile_size: int = 1024
+    """Tile edge in pixels (the unit of output)."""
+    write_embedding: bool = True
+    """False for classification-only runs."""
+    collection_id: str = "pimc-maps"
+    """Id of the STAC collection describing the outputs."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tile_size < 16 or self.tile_size % 16:
+            raise InvalidConfigError(
+                f"--tile-size must be a multiple of 16 pixels (COG blocks), got {self.tile_size}"
+            )
+        if self.batch_size < 1:
+            raise InvalidConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        try:
+            check_composite(self.encoder.composite)
+        except ValueError as err:
+            raise InvalidConfigError(str(err)) from err
+
+    def patch_params(self) -> dict[str, Any] | None:
+        """What decides an image-patch encoder's input besides its config: bands, composite and the read halo
+        (None for plot encoders, whose run keys stay as they were)."""
+        config = self.encoder.config
+        if config.inputs == "plots":
+            return None
+        return {"bands": list(BANDS), "composite": self.encoder.composite, "halo": config.halo}
+
+    def key(self, item_ids: Sequence[str], weights: str) -> str:
+        """Hash of everything that decides the outputs' pixels (``weights``: see :meth:`EncoderRef.load`).
+
+        The encoder config decides the patch size and with it the halo; :meth:`patch_params` adds the bands and
+        the composite an image-patch encoder's patches come from.
+        """
+        patches = self.patch_params()
+        return self.base_key(
+            item_ids,
+            job="map",
+            encoder=self.encoder.config.to_dict(),
+            weights=weights,
+            head=sha256_file(self.head / "head.safetensors") if self.head else None,
+            head_train_aoi=self.head_train_aoi.__geo_interface__ if self.head_train_aoi else None,
+            per_class=self.per_class,
+            tile_size=self.tile_size,
+            write_embedding=self.write_embedding,
+            **({"patches": patches} if patches is not None else {}),
+        )

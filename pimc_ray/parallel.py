@@ -1,0 +1,100 @@
+"""How pimc-ray runs work on Ray: one Ray Data stage pattern, and the memory bounds every worker process sets.
+
+Every Ray Data stage in pimc-ray is a *class UDF on an actor pool*, the pattern of Ray's batch-inference guide:
+the class's ``__init__`` holds what is costly to build or to ship (a model, the run's items, the task list) once
+per actor, and ``__call__`` maps a batch (a dict of NumPy arrays) to a batch. Rows carry only a task index;
+:func:`index_dataset` makes them and :func:`actor_stage` adds a stage. The mapping pipeline
+(:mod:`pimc_ray.mapping.runner`: read actors, then encoder actors) and the pretraining pair stream
+(:mod:`pimc_ray.training.pairs`) are built from these two calls.
+
+:func:`bound_memory` is what every process that reads rasters or runs an encoder calls first.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+__all__ = [
+    "GDAL_CACHE_MB",
+    "actor_stage",
+    "bound_memory",
+    "index_dataset",
+]
+
+#: GDAL's block cache per process, in MB: bounded, so memory follows the window in hand rather than the AOI.
+GDAL_CACHE_MB = 64
+
+
+def index_dataset(count: int) -> Any:
+    """A Ray dataset of ``count`` rows ``{"i": 0..count-1}``, one per block, so stages stream row by row."""
+    import ray.data
+
+    return ray.data.from_items([{"i": i} for i in range(count)], override_num_blocks=max(1, count))
+
+
+def actor_stage(
+    dataset: Any,
+    udf: type,
+    *,
+    kwargs: dict[str, Any],
+    actors: int,
+    cpus: float,
+    gpus: float = 0.0,
+    batch_size: int = 1,
+) -> Any:
+    """``dataset`` followed by ``udf`` on a pool of ``actors`` actors (``udf(**kwargs)`` once per actor).
+
+    Args:
+        dataset: the Ray dataset to extend.
+        udf: a class whose instances map a batch ``dict[str, np.ndarray]`` to a batch.
+        kwargs: the constructor's keyword arguments (shipped once per actor through the object store).
+        actors: actors in the pool.
+        cpus: CPUs each actor reserves.
+        gpus: GPUs each actor reserves (fractions allowed).
+        batch_size: rows per call.
+    """
+    import ray.data
+
+    return dataset.map_batches(
+        udf,
+        fn_constructor_kwargs=kwargs,
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus,
+        num_gpus=gpus,
+    )
+
+
+def bound_memory(gdal_cache_mb: int = GDAL_CACHE_MB) -> None:
+    """Keep this process's memory bounded by the work in hand, not by how much work it has done.
+
+    Two growths that scale with the AOI, each measured in ``benchmarks/bench_memory.py``:
+
+    * GDAL's block cache defaults to 5 % of the machine's memory and fills as windows are read: capped at
+      ``gdal_cache_mb`` (GDAL reads the setting once, when it first caches a block, so call this before any
+      raster is read; an explicit ``GDAL_CACHEMAX`` in the environment wins).
+    * glibc raises its mmap threshold each time a large block is freed, after which large buffers (encoder
+      batches, whose last one per window has a new size each time) come from the heap and fragment it: the
+      encoder alone grew to 3 GB over 70 batch sizes. A fixed 1 MiB threshold (``mallopt(M_MMAP_THRESHOLD)``,
+      which also turns the adjustment off) keeps large buffers in their own mappings, returned on free.
+
+    The jobs' entry points, read actors, encoder actors and pair readers call this.
+    """
+    os.environ.setdefault("GDAL_CACHEMAX", str(int(gdal_cache_mb)))
+    _fix_mmap_threshold()
+
+
+@functools.cache
+def _fix_mmap_threshold(threshold: int = 1 << 20) -> bool:
+    """``mallopt(M_MMAP_THRESHOLD, threshold)`` where the C library is glibc; False elsewhere (nothing to do)."""
+    import ctypes
+    import ctypes.util
+
+    m_mmap_threshold = -3  # glibc's malloc.h
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(m_mmap_threshold, threshold))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): no dynamic threshold to pin
+        return False

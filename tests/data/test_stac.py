@@ -1,0 +1,100 @@
+"""STAC search against the local STAC API (rustac serve) over the sample archive."""
+
+import time
+
+import pytest
+
+from pimc_ray.data.stac import DateRange, group_by_epsg, load_snapshot, save_snapshot, search_items
+from pimc_ray.errors import CatalogUnreachableError, InvalidDateRangeError, NoItemsFoundError
+from pimc_ray.local import free_port
+from pimc_ray.local.archive import tile_info
+from tests.specs import TEST_SPEC
+
+YEAR = DateRange.parse("2022-01-01", "2022-12-31")
+
+
+def tile_bbox(tile_id: str) -> list[float]:
+    from pyproj import Transformer
+
+    t = tile_info(TEST_SPEC, tile_id)
+    tr = Transformer.from_crs(t.epsg, 4326, always_xy=True)
+    xmin, ymin, xmax, ymax = t.bounds
+    (x0, x1), (y0, y1) = tr.transform([xmin + 100, xmax - 100], [ymin + 100, ymax - 100])
+    return [x0, y0, x1, y1]
+
+
+def test_search_finds_every_acquisition_of_the_tile(stac_api, sample_archive):
+    items = search_items(tile_bbox("32TQR"), YEAR, stac_url=stac_api.url)
+    expected = {i["id"] for i in sample_archive.read_items("sentinel-2-l2a") if "_32TQR_" in i["id"]}
+    assert {i["id"] for i in items} == expected
+    assert len(items) == 37
+    datetimes = [i["properties"]["datetime"] for i in items]
+    assert datetimes == sorted(datetimes)
+
+
+def test_cloud_filter_matches_client_side_filtering(stac_api):
+    everything = search_items(tile_bbox("32TQS"), YEAR, stac_url=stac_api.url)
+    clear = search_items(tile_bbox("32TQS"), YEAR, stac_url=stac_api.url, max_cloud_cover=20)
+    assert 0 < len(clear) < len(everything)
+    assert {i["id"] for i in clear} == {
+        i["id"] for i in everything if i["properties"]["eo:cloud_cover"] <= 20
+    }
+
+
+def test_two_zone_aoi_returns_both_zones(stac_api):
+    a, c = tile_bbox("32TQS"), tile_bbox("33TTL")
+    items = search_items([a[0], a[1], c[2], c[3]], YEAR, stac_url=stac_api.url)
+    assert sorted(group_by_epsg(items)) == [32632, 32633]
+
+
+def test_no_items_is_a_clear_error(stac_api):
+    with pytest.raises(NoItemsFoundError, match="widen the dates"):
+        search_items(tile_bbox("32TQR"), DateRange.parse("2019-01-01", "2019-02-01"), stac_url=stac_api.url)
+    with pytest.raises(NoItemsFoundError):
+        search_items([-60.0, -10.0, -59.9, -9.9], YEAR, stac_url=stac_api.url)
+
+
+def test_unreachable_api_fails_fast_with_a_hint():
+    t0 = time.monotonic()
+    with pytest.raises(CatalogUnreachableError, match="cannot reach the STAC API"):
+        search_items([11, 45, 11.1, 45.1], YEAR, stac_url=f"http://127.0.0.1:{free_port()}", retries=1)
+    assert time.monotonic() - t0 < 10
+
+
+def test_reversed_or_bad_dates():
+    with pytest.raises(InvalidDateRangeError, match="reversed"):
+        DateRange.parse("2022-12-31", "2022-01-01")
+    with pytest.raises(InvalidDateRangeError, match="YYYY-MM-DD"):
+        DateRange.parse("31/12/2022", "2023-01-01")
+
+
+def test_snapshot_round_trip(stac_api, tmp_path):
+    items = search_items(tile_bbox("33TTL"), YEAR, stac_url=stac_api.url)
+    path = save_snapshot(items, tmp_path / "snap" / "items.ndjson")
+    assert load_snapshot(path) == items
+    assert [p.name for p in path.parent.iterdir()] == ["items.ndjson"]
+
+
+def test_paging_is_followed_and_429_is_retried(sample_archive):
+    from tests.paging_api import PagingStacApi
+
+    items = sample_archive.read_items("sentinel-2-l2a")
+    with PagingStacApi(items, page_size=7, fail_first=2) as api:
+        found = search_items([11.8, 45.4, 12.1, 45.6], YEAR, stac_url=api.url, retries=3)
+        assert {i["id"] for i in found} == {i["id"] for i in items}  # all 111 items over 16 pages
+        assert api.search_requests == 2 + 16
+    with PagingStacApi(items, fail_first=10, status=503) as api:
+        with pytest.raises(CatalogUnreachableError, match="failed while searching"):
+            search_items([11.8, 45.4, 12.1, 45.6], YEAR, stac_url=api.url, retries=2)
+
+
+def test_snapshot_is_used_instead_of_searching(stac_api, tmp_path):
+    from pimc_ray.data.stac import frozen_search
+
+    snap = tmp_path / "items.ndjson"
+    items = frozen_search(tile_bbox("32TQR"), YEAR, stac_url=stac_api.url, snapshot=snap)
+    assert snap.exists() and load_snapshot(snap) == items
+    offline = f"http://127.0.0.1:{free_port()}"
+    assert (
+        frozen_search(tile_bbox("32TQR"), YEAR, stac_url=offline, snapshot=snap) == items
+    )  # no request made
