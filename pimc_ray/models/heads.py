@@ -1,8 +1,9 @@
 """Heads on frozen embeddings: a multinomial logistic-regression classifier.
 
 The classifier standardises embeddings with the training set's mean and standard deviation, then applies one
-linear layer; it is fit with L-BFGS on the full (small) labelled set with a little L2 regularisation, and saved as
-safetensors plus JSON like the encoders.
+linear layer; it is fit with L-BFGS from zero weights on the full (small) labelled set with a little L2
+regularisation (so the same pixels give the same head in every process), and saved as safetensors plus JSON like
+the encoders.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ class LinearClassifier(nn.Module):
         yt = torch.as_tensor([index[int(v)] for v in y], dtype=torch.long)
         self.mean.copy_(xt.mean(0))
         self.std.copy_(xt.std(0).clamp_min(1e-6))
+        # L-BFGS stops after max_iter, so where it starts shows in the head: start from zero, not from torch's
+        # random init, whose seed differs from process to process, so that the same pixels give the same head.
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.bias.zero_()
         optimizer = torch.optim.LBFGS(
             self.linear.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe"
         )
