@@ -56,9 +56,11 @@ from pimc_ray.local.archive_grid import (
 from pimc_ray.local.archive_scenes import (
     BANDS_10M,
     BANDS_20M,
+    CLASS_SETS,
     CLASSES,
     ClassInfo,
     Scene,
+    classes_of,
     elevation,
     label_raster,
     render_scene,
@@ -80,6 +82,7 @@ __all__ = [
     "BANDS_10M",
     "BANDS_20M",
     "CLASSES",
+    "CLASS_SETS",
     "DEFAULT_SPEC",
     "FORMAT_VERSION",
     "LABELS_ASSET",
@@ -93,6 +96,7 @@ __all__ = [
     "TileInfo",
     "acquisition_dates",
     "build_archive",
+    "classes_of",
     "dn_carries_offset",
     "elevation",
     "label_raster",
@@ -402,6 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     build.add_argument("--tiles", default=",".join(defaults.tiles), help="comma-separated tile ids")
     build.add_argument("--cloud-rate", type=float, default=defaults.cloud_rate)
+    build.add_argument("--calendar", choices=["shifted", "aligned"], default=defaults.calendar)
+    build.add_argument("--field-size", type=float, default=defaults.field_size, help="metres")
+    build.add_argument("--class-set", choices=["shape", "level"], default=defaults.class_set)
+    build.add_argument("--haze", type=float, default=defaults.haze, help="0: none, 1: default, 2+: hazy")
+    build.add_argument("--years", type=int, default=defaults.years, help="years ending with --year")
     build.add_argument("--rebuild", action="store_true", help="regenerate even if a matching archive exists")
     build.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = parser.parse_args(argv)
@@ -416,6 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             convention=args.convention,
             tiles=tuple(t.strip() for t in args.tiles.split(",") if t.strip()),
             cloud_rate=args.cloud_rate,
+            calendar=args.calendar,
+            field_size=args.field_size,
+            class_set=args.class_set,
+            haze=args.haze,
+            years=args.years,
         )
         started = time.perf_counter()
         info = build_archive(args.out, spec, rebuild=args.rebuild)

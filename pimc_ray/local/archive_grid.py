@@ -38,11 +38,15 @@ __all__ = [
     "tile_grid",
     "tile_info",
     "ArchiveSpec",
+    "Calendar",
+    "ClassSet",
     "ConventionName",
     "TileInfo",
 ]
 
 ConventionName = Literal["earth-search", "planetary-computer"]
+Calendar = Literal["shifted", "aligned"]
+ClassSet = Literal["shape", "level"]
 
 #: Tiles the archive knows, in their canonical order.
 TILE_IDS: tuple[str, ...] = ("32TQR", "32TQS", "33TTL")
@@ -80,6 +84,24 @@ class ArchiveSpec:
     """Expected opaque-cloud fraction over all dates, in [0, 0.9]: at 0.3 about 1 date in 8 is nearly overcast
     and 1 in 3 is (nearly) clear; 0 gives a cloud-free archive."""
 
+    # Scenario knobs (docs/sample-archive.md, "Scenario families"); the defaults give the demo's archive.
+    calendar: Calendar = "shifted"
+    """Regional calendars: ``"shifted"``, seasons run later uphill (33TTL about three weeks behind 32TQR), or
+    ``"aligned"``, flat land with one calendar everywhere."""
+    field_size: float = 180.0
+    """Mean size of farmland fields in metres (the cell of their jittered grid): at 60 m a 9 x 9 pixel patch
+    mixes several fields."""
+    class_set: ClassSet = "shape"
+    """Farmland classes: ``"shape"``, four crops that differ by the shape of their season, or ``"level"``, six,
+    with a young orchard (deciduous forest's season, sparse trees over soil) and a grass ley (grassland's season
+    and cuts on a lower canopy) that differ from another class mostly by level."""
+    haze: float = 1.0
+    """Scale of what the atmospheric correction and SCL leave in: how often, and how strongly, aerosol
+    residuals and thin unflagged veils occur (0: none, 1: the default, 2: hazy)."""
+    years: int = 1
+    """Years of acquisitions, ending with ``year``; farmland fields rotate their crop from year to year (the
+    labels are ``year``'s classes)."""
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "tiles", tuple(self.tiles))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
@@ -109,6 +131,18 @@ class ArchiveSpec:
             raise ValueError(f"cloud_rate must be a number in [0, 0.9], got {self.cloud_rate!r}") from err
         if not 0.0 <= self.cloud_rate <= 0.9:
             raise ValueError(f"cloud_rate must be in [0, 0.9], got {self.cloud_rate!r}")
+        if self.calendar not in get_args(Calendar):
+            raise ValueError(f"calendar must be one of {get_args(Calendar)}, got {self.calendar!r}")
+        if self.class_set not in get_args(ClassSet):
+            raise ValueError(f"class_set must be one of {get_args(ClassSet)}, got {self.class_set!r}")
+        object.__setattr__(self, "field_size", float(self.field_size))
+        object.__setattr__(self, "haze", float(self.haze))
+        if not 30.0 <= self.field_size <= 2000.0:
+            raise ValueError(f"field_size must be between 30 and 2000 metres, got {self.field_size!r}")
+        if not 0.0 <= self.haze <= 4.0:
+            raise ValueError(f"haze must be in [0, 4], got {self.haze!r}")
+        if not isinstance(self.years, int) or not 1 <= self.years <= 3:
+            raise ValueError(f"years must be 1, 2 or 3, got {self.years!r}")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (``tiles`` as a list), as stored in ``archive.json``."""
@@ -120,6 +154,11 @@ class ArchiveSpec:
             "convention": self.convention,
             "tiles": list(self.tiles),
             "cloud_rate": self.cloud_rate,
+            "calendar": self.calendar,
+            "field_size": self.field_size,
+            "class_set": self.class_set,
+            "haze": self.haze,
+            "years": self.years,
         }
 
 
@@ -200,8 +239,9 @@ def tile_grid(spec: ArchiveSpec) -> list[TileInfo]:
 
 
 def acquisition_dates(spec: ArchiveSpec) -> list[dt.date]:
-    """Acquisition dates: 3 January of ``spec.year``, then every ``spec.revisit_days`` within the year."""
-    first, end = dt.date(spec.year, 1, 3), dt.date(spec.year + 1, 1, 1)
+    """Acquisition dates: 3 January of the first of ``spec.years`` years ending with ``spec.year``, then every
+    ``spec.revisit_days`` until the end of ``spec.year``."""
+    first, end = dt.date(spec.year - spec.years + 1, 1, 3), dt.date(spec.year + 1, 1, 1)
     dates, day = [], first
     while day < end:
         dates.append(day)

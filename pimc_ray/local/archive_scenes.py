@@ -46,8 +46,10 @@ __all__ = [
     "BANDS_10M",
     "BANDS_20M",
     "CLASSES",
+    "CLASS_SETS",
     "MAX_DN",
     "elevation",
+    "classes_of",
     "label_raster",
     "render_scene",
     "solar_position",
@@ -118,8 +120,30 @@ CLASSES: Mapping[int, ClassInfo] = MappingProxyType(
         8: ClassInfo(
             "bare_soil", (150, 110, 70), "Fallow or ploughed land: soil all year, sparse weeds in summer."
         ),
+        9: ClassInfo(
+            "orchard",
+            (170, 90, 160),
+            "Young fruit orchard: sparse deciduous trees over weeded soil rows, the forest's season on a "
+            "darker floor (class set 'level' only).",
+        ),
+        10: ClassInfo(
+            "grass_ley",
+            (200, 230, 120),
+            "Temporary grass-clover ley in the crop rotation: grassland's season and cuts on a lower canopy "
+            "(class set 'level' only).",
+        ),
     }
 )
+#: The classes of each class set (``ArchiveSpec.class_set``).
+CLASS_SETS: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {"shape": (1, 2, 3, 4, 5, 6, 7, 8), "level": (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)}
+)
+
+
+def classes_of(spec: ArchiveSpec) -> dict[int, ClassInfo]:
+    """The classes an archive of ``spec`` holds, by id."""
+    return {c: CLASSES[c] for c in CLASS_SETS[spec.class_set]}
+
 
 # Spectra in BANDS order (B02 B03 B04 B05 B06 B07 B08 B8A B11 B12), surface reflectance.
 _VEG = np.array([0.030, 0.070, 0.035, 0.100, 0.280, 0.370, 0.410, 0.430, 0.220, 0.110], np.float32)
@@ -134,8 +158,10 @@ _AEROSOL_SHAPE = np.array([1.00, 0.77, 0.62, 0.55, 0.50, 0.46, 0.42, 0.39, 0.20,
 _CIRRUS = np.array([0.080, 0.070, 0.060, 0.055, 0.050, 0.050, 0.045, 0.045, 0.030, 0.020], np.float32)
 
 # Vegetation and background spectrum of each class id (row 0: nodata, never drawn).
-_VEG_OF_CLASS = np.stack([_VEG, _VEG, _VEG, _VEG, _VEG, _NEEDLE, _VEG, _VEG, _VEG])
-_BACKGROUND_OF_CLASS = np.stack([_SOIL, _SOIL, _SOIL, _SOIL, _LITTER, _LITTER, _WATER, _URBAN, _SOIL])
+_VEG_OF_CLASS = np.stack([_VEG, _VEG, _VEG, _VEG, _VEG, _NEEDLE, _VEG, _VEG, _VEG, _VEG, _VEG])
+_BACKGROUND_OF_CLASS = np.stack(
+    [_SOIL, _SOIL, _SOIL, _SOIL, _LITTER, _LITTER, _WATER, _URBAN, _SOIL, _SOIL, _SOIL]
+)
 
 # Green fraction g(t) = base + a1 L((t-s1)/r1) - a2 L((t-s2)/r2) + a3 L((t-s3)/r3), L the logistic and t
 # the day of year; then g * amplitude (per field), clipped to [0, 0.97]. Columns:
@@ -151,6 +177,8 @@ _PHENOLOGY = np.array([
     [0.00, 0.00, 100.0, 10.0, 0.00, 250.0, 10.0, 0.00, 300.0, 10.0],  # 6 water
     [0.55, 0.45,  95.0, 10.0, 0.45, 290.0, 10.0, 0.00, 300.0, 10.0],  # 7 built-up (x garden fraction)
     [0.03, 0.08, 130.0, 12.0, 0.08, 240.0, 12.0, 0.00, 300.0, 10.0],  # 8 bare soil (weeds)
+    [0.05, 0.60, 112.0,  6.0, 0.60, 292.0,  8.0, 0.00, 300.0, 10.0],  # 9 orchard: 4's season, sparse trees
+    [0.15, 0.42,  80.0, 10.0, 0.40, 305.0, 12.0, 0.00, 300.0, 10.0],  # 10 grass ley: 3's, 0.3 lower
 ], dtype=np.float32)
 # fmt: on
 _MOWING_DOY = np.array([145.0, 190.0, 245.0], np.float32)
@@ -170,11 +198,20 @@ _PASTURE_SHARE, _CATCH_SHARE = 0.3, 0.4
 _PLAIN_M, _RISE_M, _SLOPE_CENTRE_M, _SLOPE_WIDTH_M, _HILLS_M = 60.0, 840.0, -800.0, 700.0, 120.0
 _DELAY_DAYS_PER_M = 4.0 / 122.0
 
-_MACRO_CELL, _FIELD_CELL, _WARP_M = 420.0, 180.0, 110.0
+_MACRO_CELL, _WARP_M = 420.0, 110.0  # farmland fields: ArchiveSpec.field_size
 # Kinds of the nine macro cells of each 3 x 3 block (0: farmland cut into fields).
 _MACRO_KINDS = np.array([0, 0, 0, 0, 0, 4, 5, 6, 7], dtype=np.uint8)
-_FIELD_CLASSES = np.array([1, 2, 3, 8], dtype=np.uint8)
-_FIELD_CUMULATIVE = np.array([0.30, 0.60, 0.85], dtype=np.float64)
+# Crops of farmland fields and their cumulative shares, per class set.
+_FIELD_CLASSES = {
+    "shape": np.array([1, 2, 3, 8], dtype=np.uint8),
+    "level": np.array([1, 2, 3, 8, 9, 10], dtype=np.uint8),
+}
+_FIELD_CUMULATIVE = {
+    "shape": np.array([0.30, 0.60, 0.85], dtype=np.float64),
+    "level": np.array([0.20, 0.40, 0.55, 0.70, 0.85], dtype=np.float64),
+}
+#: Grass classes: mown, and grazed as pasture.
+_GRASS = (3, 10)
 
 _CLOUD_SPACING, _CIRRUS_SPACING, _CLOUD_EDGE = 1000.0, 3000.0, 0.12
 _SHADOW_DEPTH = 0.6
@@ -241,28 +278,29 @@ class Scene:
 
 def label_raster(spec: ArchiveSpec, tile_id: str) -> NDArray[np.uint8]:
     """Land-cover class ids of a tile, ``(y, x)`` uint8 at 10 m (keys of :data:`CLASSES`; 0 is nodata)."""
-    return _landscape(spec.seed, tile_info(spec, tile_id)).classes.copy()
+    return _landscape(spec, tile_info(spec, tile_id), 0).classes.copy()
 
 
 def render_scene(spec: ArchiveSpec, tile_id: str, date: dt.date) -> Scene:
     """Render one acquisition of one tile.
 
-    A pure function of ``spec.seed``, ``spec.tile_size``, ``spec.cloud_rate``, the tile and the date;
-    ``spec.convention`` plays no part, so both catalog conventions describe the same scenes.
+    A pure function of the spec (but its ``convention``, which plays no part, so both catalog conventions
+    describe the same scenes), the tile and the date. A date of an earlier year than ``spec.year`` sees that
+    year's crops (the rotation); the season follows the date's day of year.
 
     Raises:
         ValueError: if ``tile_id`` is not one of ``spec.tiles``.
     """
     tile = tile_info(spec, tile_id)
-    land = _landscape(spec.seed, tile)
-    weather = _weather(spec.seed, spec.cloud_rate, date)
+    land = _landscape(spec, tile, spec.year - date.year)
+    weather = _weather(spec.seed, spec.cloud_rate, date, spec.haze)
     doy = float(date.timetuple().tm_yday)
 
     # (y, x) green fraction and per-class background brightness of this date
     green = _green_fraction(land, doy)
     season = math.cos(2 * math.pi * (doy - 200.0) / 365.0)  # +1 mid-July, -1 mid-January
     moisture = (0.9 + 0.08 * season) * weather.moisture
-    by_class = [1.0, moisture, moisture, moisture, moisture, moisture, weather.turbidity, 1.0, moisture]
+    by_class = [1.0, *[moisture] * 5, weather.turbidity, 1.0, *[moisture] * 3]  # class ids 0..10
     dynamic = np.array(by_class, dtype=np.float32)[land.classes]
     # (band, y, x) cloud-free surface reflectance
     surface = green * land.vegetation + (1 - green) * (land.background * dynamic)
@@ -335,8 +373,13 @@ class _Landscape:
 
 
 @lru_cache(maxsize=4)  # ~9 MB per 256-pixel tile
-def _landscape(seed: int, tile: TileInfo) -> _Landscape:
-    """Land cover and per-pixel parameters of one tile, from world coordinates in the tile's UTM zone."""
+def _landscape(spec: ArchiveSpec, tile: TileInfo, rotation: int) -> _Landscape:
+    """Land cover and per-pixel parameters of one tile, from world coordinates in the tile's UTM zone.
+
+    ``rotation`` is how many years before ``spec.year`` (0: that year): farmland fields draw their crop again
+    for each earlier year; everything else (parcels, timing, forests, lakes, villages) stays.
+    """
+    seed = spec.seed
     xs, ys = tile.pixel_centres()
     x, y = np.meshgrid(xs, ys)  # (y, x) world coordinates of pixel centres
 
@@ -352,8 +395,10 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
     permutation = np.argsort(draws, axis=0)  # (9, y, x): a permutation of the kinds per 3 x 3 block
     kind = _MACRO_KINDS[np.take_along_axis(permutation, slot[None], axis=0)[0]]
 
-    fcol, frow = jittered_voronoi(key("field"), x, y, _FIELD_CELL, jitter=0.8)
-    crop = _FIELD_CLASSES[np.searchsorted(_FIELD_CUMULATIVE, hash_uniform(key("crop"), fcol, frow))]
+    fcol, frow = jittered_voronoi(key("field"), x, y, spec.field_size, jitter=0.8)
+    crop_key = key("crop") if rotation == 0 else key(f"crop-{rotation}")
+    crop_draw = np.searchsorted(_FIELD_CUMULATIVE[spec.class_set], hash_uniform(crop_key, fcol, frow))
+    crop = _FIELD_CLASSES[spec.class_set][crop_draw]
     farm = kind == 0
     classes = np.where(farm, crop, kind).astype(np.uint8)
 
@@ -365,7 +410,7 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
 
     # Timing: the region's calendar (elevation), then per field: sowing (onset) +-3 weeks, season length
     # +-2 weeks, green-up and senescence speed x0.7-1.4.
-    delay = elevation(seed, tile) * _DELAY_DAYS_PER_M
+    delay = elevation(seed, tile) * _DELAY_DAYS_PER_M if spec.calendar == "shifted" else np.float32(0.0)
     shift = (draw("shift") - 0.5) * (2 * _ONSET_DAYS)
     phenology = _PHENOLOGY[classes].transpose(2, 0, 1).copy()  # (10, y, x)
     phenology[[2, 5, 8]] += shift + delay  # the three onsets s1, s2, s3
@@ -373,7 +418,8 @@ def _landscape(seed: int, tile: TileInfo) -> _Landscape:
     phenology[[3, 6]] *= 0.7 + 0.7 * draw("speed")
     amplitude = _AMPLITUDE[0] + (_AMPLITUDE[1] - _AMPLITUDE[0]) * draw("amplitude")
     amplitude = np.where(classes == 8, 0.5 + 2.5 * draw("weeds"), amplitude)  # from clean fallow to weedy
-    pasture = (classes == 3) & (draw("pasture") < _PASTURE_SHARE)  # grazed, never mown, a lower canopy
+    # grassland grazed as pasture, never mown, a lower canopy (leys are mown, never grazed)
+    pasture = (classes == 3) & (draw("pasture") < _PASTURE_SHARE)
     amplitude = np.where(pasture, 0.8 * amplitude, amplitude)
     garden = np.clip(fbm(key("garden"), xs, ys, 60.0, octaves=2) * 1.1 - 0.25, 0.0, 0.45)
     amplitude = np.where(classes == 7, garden, amplitude).astype(np.float32)
@@ -438,7 +484,7 @@ def _green_fraction(land: _Landscape, doy: float) -> NDArray[np.float32]:
     recovery = np.exp(-np.maximum(since_cut, 0) / _MOWING_RECOVERY_DAYS)
     dips = np.where(since_cut >= 0, _MOWING_DEPTH * recovery, 0)
     mown = np.prod(1 - dips, axis=0)
-    green = np.where(land.classes == 3, green * mown, green)
+    green = np.where(np.isin(land.classes, _GRASS), green * mown, green)
     return np.clip(green * land.amplitude, 0.0, 0.97).astype(np.float32)
 
 
@@ -467,7 +513,7 @@ class _Weather:
     veil: float = 0.0  # opacity of thin haze that SCL does not flag (0 on dates without)
 
 
-def _weather(seed: int, cloud_rate: float, date: dt.date) -> _Weather:
+def _weather(seed: int, cloud_rate: float, date: dt.date, haze: float = 1.0) -> _Weather:
     rng = np.random.default_rng(stream_key(seed, "weather", date.isoformat()))
     u_kind, u_amount, u_cirrus, u_cirrus_amount = rng.random(4)
     # mixture of clear, partly cloudy and nearly overcast dates whose mean is cloud_rate
@@ -483,8 +529,10 @@ def _weather(seed: int, cloud_rate: float, date: dt.date) -> _Weather:
         fraction = 0.02 * u_amount
     has_cirrus = cloud_rate > 0 and u_cirrus < 0.15
     u_aerosol, u_aerosol_amount, u_veil, u_veil_amount = rng.random(4)
-    aerosol = 0.02 + 0.04 * u_aerosol_amount if u_aerosol < 0.2 else 0.012 * u_aerosol_amount
-    veil = 0.03 + 0.09 * u_veil_amount if u_veil < 0.18 else 0.0
+    # residual aerosol on 1 date in 5 and an unflagged veil on 1 in 6 at haze 1, more often and thicker above
+    aerosol = 0.02 + 0.04 * u_aerosol_amount if u_aerosol < 0.2 * haze else 0.012 * u_aerosol_amount
+    veil = 0.03 + 0.09 * u_veil_amount if u_veil < min(0.9, 0.18 * haze) else 0.0
+    aerosol, veil = aerosol * min(haze, 1.0) * max(1.0, haze) ** 0.5, veil * max(1.0, haze) ** 0.5
     clean = cloud_rate == 0  # an ideal atmosphere: no clouds, no residuals
     return _Weather(
         cloud_fraction=float(fraction),

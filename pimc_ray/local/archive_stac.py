@@ -31,7 +31,7 @@ from pimc_ray.local.archive_grid import (
     platform_unit,
     processing_baseline,
 )
-from pimc_ray.local.archive_scenes import CLASSES, Scene, solar_position
+from pimc_ray.local.archive_scenes import Scene, classes_of, solar_position
 
 __all__ = [
     "COG_MEDIA_TYPE",
@@ -182,7 +182,7 @@ def label_item(spec: ArchiveSpec, tile: TileInfo, *, href: str, collection_href:
             "grid:code": f"MGRS-{tile.tile_id}",
         },
         "links": [{"rel": "collection", "href": collection_href, "type": "application/json"}],
-        "assets": {LABELS_ASSET: {"href": href, **_label_asset(tile)}},
+        "assets": {LABELS_ASSET: {"href": href, **_label_asset(spec, tile)}},
         "collection": LABELS_COLLECTION,
     }
 
@@ -222,14 +222,16 @@ def s2_collection(spec: ArchiveSpec, tiles: list[TileInfo]) -> dict[str, Any]:
 
 def labels_collection(spec: ArchiveSpec, tiles: list[TileInfo]) -> dict[str, Any]:
     """The ``pimc-sample-labels`` collection (one item per tile)."""
-    asset = {k: v for k, v in _label_asset(tiles[0]).items() if k not in ("proj:shape", "proj:transform")}
+    asset = {
+        k: v for k, v in _label_asset(spec, tiles[0]).items() if k not in ("proj:shape", "proj:transform")
+    }
     return _collection(
         LABELS_COLLECTION,
         title="Land-cover labels of the pimc-ray sample archive",
         description="Land-cover class rasters (10 m, uint8, 0 = nodata) the sample scenes were made from.",
         tiles=tiles,
         interval=[f"{spec.year}-01-01T00:00:00Z", f"{spec.year}-12-31T23:59:59Z"],
-        summaries={"classification:classes": _classes()},
+        summaries={"classification:classes": _classes(spec)},
         item_assets={LABELS_ASSET: asset},
         extensions=[_CLASSIFICATION],
     )
@@ -394,21 +396,21 @@ def _proj_grid(tile: TileInfo, resolution: int) -> dict[str, Any]:
     return {"proj:shape": list(tile.shape_at(resolution)), "proj:transform": [a, b, c, d, e, f]}
 
 
-def _label_asset(tile: TileInfo) -> dict[str, Any]:
+def _label_asset(spec: ArchiveSpec, tile: TileInfo) -> dict[str, Any]:
     return {
         "type": COG_MEDIA_TYPE,
         "title": "Land-cover classes",
         **_proj_grid(tile, 10),
         "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 10}],
-        "classification:classes": _classes(),
+        "classification:classes": _classes(spec),
         "roles": ["data", "labels"],
     }
 
 
-def _classes() -> list[dict[str, Any]]:
+def _classes(spec: ArchiveSpec) -> list[dict[str, Any]]:
     return [
         {"value": value, "name": info.name, "description": info.description, "color_hint": info.color_hint}
-        for value, info in CLASSES.items()
+        for value, info in classes_of(spec).items()
     ]
 
 

@@ -36,6 +36,7 @@ from pimc_ray.local.archive import (
     ArchiveSpec,
     acquisition_dates,
     build_archive,
+    classes_of,
     elevation,
     label_raster,
     main,
@@ -135,6 +136,11 @@ def _validator(kind: str) -> Draft7Validator:
         {"convention": "usgs"},
         {"cloud_rate": 1.5},
         {"seed": -1},
+        {"calendar": "lunar"},
+        {"class_set": "colour"},
+        {"field_size": 5.0},
+        {"haze": -1.0},
+        {"years": 0},
     ],
 )
 def test_spec_rejects_bad_values_naming_them(bad: dict[str, Any]) -> None:
@@ -198,16 +204,18 @@ def test_render_scene_is_pure_and_quantised() -> None:
 def test_class_phenology_and_spectra_differ() -> None:
     spec = ArchiveSpec(tile_size=128, tiles=("32TQR",), cloud_rate=0.0)
     labels, dates = label_raster(spec, "32TQR"), acquisition_dates(spec)
-    ndvi = {c: [] for c in CLASSES}
+    present = classes_of(spec)  # the eight of the default class set
+    assert set(np.unique(labels)) == set(present)
+    ndvi = {c: [] for c in present}
     july = {}
     for date in dates:
         scene = render_scene(spec, "32TQR", date)
         red, nir = scene.band("B04"), scene.band("B08")
         index = (nir - red) / (nir + red)
-        for c in CLASSES:
+        for c in present:
             ndvi[c].append(float(index[labels == c].mean()))
         if date == dt.date(2022, 7, 22):
-            july = {c: scene.reflectance[:, labels == c].mean(axis=1) for c in CLASSES}
+            july = {c: scene.reflectance[:, labels == c].mean(axis=1) for c in present}
     curves = {CLASSES[c].name: np.array(v) for c, v in ndvi.items()}
     peak_month = {name: dates[int(np.argmax(curve))].month for name, curve in curves.items()}
     assert peak_month["summer_crop"] in (7, 8)
@@ -313,6 +321,88 @@ def test_residual_atmosphere_is_left_in_and_absent_from_a_clean_archive() -> Non
     gaps_array = np.array(gaps)
     assert (gaps_array > 0.01).sum() >= 3  # hazy dates brighten the blue band of pixels SCL calls clear
     assert np.abs(np.median(gaps_array)) < 0.01  # most dates are nearly clean
+
+
+# --- scenario families ---------------------------------------------------------------------------------------
+
+
+def _ndvi_curve(spec: ArchiveSpec, tile_id: str, mask: np.ndarray, dates: list[dt.date]) -> np.ndarray:
+    """The mean NDVI of the masked pixels on each date."""
+    curve = []
+    for date in dates:
+        scene = render_scene(spec, tile_id, date)
+        red, nir = scene.band("B04")[mask], scene.band("B08")[mask]
+        curve.append(float(np.mean((nir - red) / (nir + red))))
+    return np.array(curve)
+
+
+def test_aligned_calendars_put_the_foothills_on_the_plain_s_calendar() -> None:
+    """With ``calendar="aligned"`` 33TTL's winter cereal follows 32TQR's season (shifted: weeks later)."""
+    dates = [dt.date(2022, 5, 10), dt.date(2022, 6, 10), dt.date(2022, 6, 25), dt.date(2022, 7, 10)]
+    gaps = {}
+    for calendar in ("shifted", "aligned"):
+        spec = ArchiveSpec(tile_size=64, tiles=("32TQR", "33TTL"), calendar=calendar, cloud_rate=0.0)
+        curves = {t: _ndvi_curve(spec, t, label_raster(spec, t) == 1, dates) for t in spec.tiles}
+        gaps[calendar] = float(np.abs(curves["33TTL"] - curves["32TQR"]).max())
+    assert gaps["shifted"] > 0.12 and gaps["aligned"] < 0.06
+
+
+def test_field_size_sets_how_many_fields_a_tile_holds() -> None:
+    """Fields are runs of one crop: 60 m fields make many more crop borders than 180 m ones."""
+
+    def borders(field_size: float) -> int:
+        classes = label_raster(ArchiveSpec(tile_size=128, tiles=("32TQR",), field_size=field_size), "32TQR")
+        farm = np.isin(classes, (1, 2, 3, 8))
+        return int(((classes[:, 1:] != classes[:, :-1]) & farm[:, 1:] & farm[:, :-1]).sum())
+
+    assert borders(60.0) > 2 * borders(180.0)
+
+
+def test_level_classes_share_a_season_at_another_level() -> None:
+    """The 'level' class set adds orchards and grass leys: the season of deciduous forest and of grassland, on
+    another NDVI level."""
+    spec = ArchiveSpec(tile_size=128, tiles=("32TQR",), class_set="level", cloud_rate=0.0)
+    classes = label_raster(spec, "32TQR")
+    assert {9, 10} <= set(np.unique(classes).tolist()) and CLASSES[9].name == "orchard"
+    assert set(np.unique(label_raster(ArchiveSpec(tile_size=128, tiles=("32TQR",)), "32TQR"))) <= set(
+        range(9)
+    )
+    dates = [dt.date(2022, m, 15) for m in range(1, 13)]
+    curve = {c: _ndvi_curve(spec, "32TQR", classes == c, dates) for c in (3, 4, 9, 10)}
+    for twin, base in ((9, 4), (10, 3)):
+        level = float(np.mean(curve[twin] - curve[base]))
+        shape = curve[twin] - curve[base] - level  # what differs beyond a constant offset
+        assert abs(level) > 0.08 and np.abs(shape).max() < 0.6 * np.ptp(curve[base])
+
+
+def test_haze_scales_the_residuals_scl_lets_through() -> None:
+    """Hazy archives brighten the blue band of pixels SCL calls clear on more dates; haze 0 on none."""
+
+    def hazy_dates(haze: float) -> int:
+        spec = ArchiveSpec(tile_size=64, tiles=("32TQR",), haze=haze)
+        n = 0
+        for date in acquisition_dates(spec):
+            scene = render_scene(spec, "32TQR", date)
+            clear = scene.clear_mask & ~np.isin(scene.scl.repeat(2, 0).repeat(2, 1), (3, 8, 9, 10))
+            truth = render_scene(dataclasses.replace(spec, haze=0.0), "32TQR", date)
+            gap = np.median(scene.band("B02")[clear] - truth.band("B02")[clear]) if clear.any() else 0.0
+            n += int(gap > 0.01)
+        return n
+
+    assert hazy_dates(0.0) == 0 and hazy_dates(2.5) > hazy_dates(1.0) >= 3
+
+
+def test_two_years_rotate_the_crops_and_keep_the_rest() -> None:
+    from pimc_ray.local.archive_scenes import _landscape
+
+    spec = ArchiveSpec(tile_size=64, tiles=("32TQR",), years=2, cloud_rate=0.0)
+    dates = acquisition_dates(spec)
+    assert dates[0] == dt.date(2021, 1, 3) and dates[-1].year == 2022 and len(dates) == 73
+    now, before = (_landscape(spec, tile_info(spec, "32TQR"), r).classes for r in (0, 1))
+    farm = np.isin(now, (1, 2, 3, 8))
+    assert np.array_equal(now[~farm], before[~farm])  # forests, lakes, villages stay
+    assert 0.4 < np.mean(now[farm] != before[farm]) < 0.9  # most fields grew another crop the year before
+    np.testing.assert_array_equal(label_raster(spec, "32TQR"), now)  # the labels are the last year's
 
 
 # --- the built archive --------------------------------------------------------------------------------------
