@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 
 from pimc_ray.data.catalogs import BANDS
+from pimc_ray.data.footprints import ItemIndex
 from pimc_ray.data.stac import DateRange
 from pimc_ray.data.stack import StackSpec, read_window, stack_reflectance
 from pimc_ray.data.tiles import OutputGrid, Window
@@ -95,6 +97,13 @@ class WindowSeries:
     last_valid: np.ndarray
     """(P,) datetime64[D] last cloud-free observation, NaT when none."""
 
+    @classmethod
+    def nodata(cls, steps: int, bands: int, pixels: int) -> WindowSeries:
+        """A window no observation covers: NaN series, no valid count, no dates."""
+        never = np.full(pixels, np.datetime64("NaT"), dtype="datetime64[D]")
+        values = np.full((steps, bands, pixels), np.nan, dtype=np.float32)
+        return cls(values, np.zeros(pixels, dtype=np.uint16), never, never.copy())
+
 
 def read_series(
     items: Sequence[Mapping[str, Any]], spec: SeriesSpec, grid: OutputGrid, window: Window
@@ -124,8 +133,17 @@ class SeriesReader:
     """Pixels read beyond the window on every side (an image-patch encoder's context): the result is the series
     of the grown window, read on the same grid and not clipped to the tile or the AOI."""
 
+    @cached_property
+    def index(self) -> ItemIndex:
+        """The items' footprints, indexed: a window reads only the items that meet it."""
+        return ItemIndex(self.items)
+
     def __call__(self, grid: OutputGrid, window: Window) -> WindowSeries:
-        return read_series(self.items, self.spec, grid, window.grown(self.halo, grid.resolution))
+        grown = window.grown(self.halo, grid.resolution)
+        items = self.index.over(grid.epsg, grown.bounds, grid.resolution)
+        if not items:  # no item meets the window: all of it is nodata
+            return WindowSeries.nodata(len(self.spec.grid_dates()), len(self.spec.bands), grown.pixels)
+        return read_series(items, self.spec, grid, grown)
 
 
 def crop_halo(values: np.ndarray, height: int, width: int, margin: int) -> np.ndarray:
