@@ -94,7 +94,7 @@ def main() -> int:
                 embeddings.append(emb.T.reshape(model.embed_dim, window.height, window.width))
 
         store = open_store(Path(tmp) / "stages")
-        prods = tile_products(model.embed_dim, None)
+        prods = tile_products([f"emb_{i:02d}" for i in range(model.embed_dim)], None)
         t0 = time.perf_counter()
         writers = {t.tile_id: RasterSet(t, Path(tmp), prods, {}) for t in tiles}
         for (grid, window), s, e in zip(tasks, series, embeddings, strict=True):

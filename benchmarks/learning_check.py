@@ -1,31 +1,33 @@
-"""Learning check: does PIMC pretraining give embeddings a user can map with, better than simple features?
+"""Learning check across scenario families: does the default embedding beat its own input, the index series?
 
-On the sample archive, a linear probe (multinomial logistic regression on standardised features,
-:class:`pimc_ray.models.LinearClassifier`) is trained on the labelled pixels of one tile and tested on every
-labelled pixel of another tile (another UTM zone, other fields, the same classes, a calendar about 25 days later:
-it lies higher), for these feature sets:
+One sample archive cannot be the judge: it was shaped while the model was designed. So the check runs over
+**scenario families** of the generator (``docs/sample-archive.md``), several seeds each. Every run builds two
+128-pixel tiles in neighbouring UTM zones (32TQS and 33TTL), pretrains with the code of ``jobs/pretrain.py`` on
+both tiles' unlabelled pixels, embeds every labelled pixel through the mapping job's own code
+(:class:`pimc_ray.mapping.embedder.WindowEmbedder` on windows read as the mapping job reads them), and fits a
+linear probe (standardised features, multinomial logistic regression, C = 1) on one tile, scored on every
+labelled pixel of the other, both directions; with all labels and with 1, 5 and 20 labelled pixels per class
+(``--draws`` class-balanced draws each).
 
-* ``PIMC``: the RP encoder after contrastive pretraining (64-d);
-* ``PIMC image patch``: the image-patch (RSI) encoder of the same run, on the pixel's 9 x 9 median patch (64-d);
-* ``PIMC RP + image patch``: both side by side, the ``pimc-joint`` export (128-d);
-* ``random RP encoder``, ``random RP + image patch``: the same architectures, randomly initialised;
-* ``raw index series``: NDVI, EVI and SAVI on the regular 36-step grid (108-d);
-* ``monthly NDVI``: NDVI averaged per calendar month (12-d);
-* ``monthly bands``: all ten bands averaged per calendar month (120-d);
-* controls, ``raw index series, shifted copies`` and ``monthly bands, shifted copies``: the same features, the
-  probe trained on copies of each labelled pixel moved -2..2 grid steps (``--control-shift``), the augmentation
-  pretraining uses, given to the baselines instead.
+Feature sets (rows):
 
-With all labelled pixels of the training tile, and few-shot: 1, 5 and 20 labelled pixels per class, averaged
-over ``--seeds`` draws. Overall accuracy (OA) and macro-F1 on the test tile.
+* ``default embedding``: what pretraining exports as its default (``<export>``): the index series beside the
+  pretrained RP encoder and the pretrained image-patch (RSI) encoder of the same run on the pixel's 9 x 9 median
+  patch (``pimc-concat(index-series, rp-resnet, rsi-cnn)``), read as the mapping job reads it;
+* ``series + RP``: the default without its patch part (``pimc-concat(index-series, rp-resnet)``);
+* ``RP encoder (paper)``: the pretrained RP encoder alone (``<export>/rp``), PIMC's embedding;
+* ``default, random encoders``: the default's architecture randomly initialised (the control);
+* ``raw index series``: NDVI, EVI and SAVI on the regular grid (3 T values), what the indices job writes;
+* ``NDVI series``: NDVI alone (T values).
 
-    python benchmarks/learning_check.py --archive data/archive --out out/learning-check          # pretrains
-    python benchmarks/learning_check.py --archive data/archive --checkpoint data/models/pimc-demo  # reuses
+Per family, regime and feature set it reports the mean over seeds and both directions, and the worst of them.
+Families marked held out were declared with the check before any run of it and are only reported.
 
-Pretraining runs the code of ``jobs/pretrain.py`` (Ray Data pair stream -> Ray Train TorchTrainer) on a local Ray,
-against a local STAC API over the archive, on the tiles given by ``--pretrain-tiles`` (by default the two zone-32
-tiles: the test tile is never seen). ``--test-shifts -2`` also scores the series-based feature sets with the test
-tile's series moved 20 days earlier, i.e. on about the training tile's calendar.
+    python benchmarks/learning_check.py --out out/learning-check                       # every family, 2 seeds
+    python benchmarks/learning_check.py --families base,level --seeds 1 --steps 300    # a quick look
+
+Needs scikit-learn (the probe; a dev dependency). Pretraining runs on a local Ray (2 workers x 0.5 CPU + one
+pair reader) against a local STAC API over each family's archive; the job's command line is kept in the report.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,196 +49,154 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pimc_ray.data.catalogs import BANDS  # noqa: E402
-from pimc_ray.data.series import INDEX_BAND_POSITIONS, INDEX_BANDS, SeriesSpec, crop_halo, read_series  # noqa: E402
+from pimc_ray.data.series import SeriesSpec, read_series  # noqa: E402
 from pimc_ray.data.stac import DateRange  # noqa: E402
 from pimc_ray.data.tiles import OutputGrid  # noqa: E402
 from pimc_ray.data.timegrid import TimeGridSpec  # noqa: E402
 from pimc_ray.kernels.indices import vegetation_indices  # noqa: E402
-from pimc_ray.training.loop import move_series  # noqa: E402
-from pimc_ray.training.pairs import items_over  # noqa: E402
 
 SHOTS = (1, 5, 20)
-#: Simple feature sets that also get a control probe trained on copies of the series moved in time
-#: (``--control-shift``): the augmentation PIMC's pretraining uses, given to the baselines' probes instead.
-SHIFTED_CONTROLS = ("raw index series", "monthly bands")
-#: Feature sets of the joint encoders (exported to ``<encoder>/joint`` by pretraining).
-JOINT, JOINT_PART, RANDOM_JOINT = "PIMC RP + image patch", "PIMC image patch", "random RP + image patch"
+REGIMES = ("all", *(f"{k}-shot" for k in SHOTS))
+TILES = ("32TQS", "33TTL")
+DEFAULT, NO_PATCH, RP_ONLY, RANDOM, RAW, NDVI = (
+    "default embedding",
+    "series + RP",
+    "RP encoder (paper)",
+    "default, random encoders",
+    "raw index series",
+    "NDVI series",
+)
 
 
-def with_parts(embeddings: Mapping[str, np.ndarray], joint: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The joint encoders' embeddings, plus the pretrained one's image-patch half on its own."""
-    out = dict(embeddings)
-    if JOINT in out:
-        out[JOINT_PART] = out[JOINT][:, int(joint[JOINT].rp.embed_dim) :]
-    return out
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One scenario family: how its archives differ from the base, and whether it is held out."""
+
+    overrides: Mapping[str, Any]
+    """:class:`~pimc_ray.local.archive.ArchiveSpec` fields that differ from the base family."""
+    description: str
+    held_out: bool = False
+    """Declared with the check before any run of it; reported, never used to choose anything."""
 
 
-def tile_grid_of(archive: Any, tile_id: str) -> OutputGrid:
-    """The tile's own 10 m grid (its UTM CRS and bounds)."""
+#: The families: one factor changed from the base at a time, and two held-out combinations.
+FAMILIES: Mapping[str, Family] = {
+    "base": Family(
+        {}, "shifted calendars (33TTL ~3 weeks late), 180 m fields, shape classes, haze 1, one year"
+    ),
+    "aligned": Family({"calendar": "aligned"}, "one calendar in both regions"),
+    "small-fields": Family({"field_size": 60.0}, "60 m fields: a 9 x 9 patch mixes fields"),
+    "level": Family(
+        {"class_set": "level"}, "ten classes: an orchard and a grass ley differ from another by level"
+    ),
+    "clean": Family({"haze": 0.0}, "no aerosol residuals nor unflagged veils"),
+    "hazy": Family({"haze": 2.5}, "residuals and unflagged veils on many more dates, thicker"),
+    "two-years": Family({"years": 2}, "2021-2022 (72 steps), crops rotating from year to year"),
+    "held-out: mosaic": Family(
+        {"field_size": 50.0, "class_set": "level", "haze": 2.0},
+        "50 m fields, level classes, hazy, shifted calendars",
+        held_out=True,
+    ),
+    "held-out: rotation": Family(
+        {"years": 2, "calendar": "aligned", "class_set": "level", "field_size": 90.0},
+        "two years, one calendar, level classes, 90 m fields",
+        held_out=True,
+    ),
+}
+
+
+def build_family(root: Path, family: str, seed: int) -> Any:
+    """The archive of one family and seed: two 128-pixel tiles in neighbouring UTM zones."""
+    from pimc_ray.local.archive import ArchiveSpec, build_archive
+
+    spec = ArchiveSpec(seed=seed, tile_size=128, tiles=TILES, **FAMILIES[family].overrides)
+    return build_archive(root / f"{family.replace(': ', '-')}-{seed}", spec)
+
+
+def series_spec(archive: Any) -> SeriesSpec:
+    """The regular grid of an archive: 36 steps (about 10 days) per year it covers."""
+    last, years = archive.spec.year, archive.spec.years
+    dates = DateRange(dt.date(last - years + 1, 1, 1), dt.date(last, 12, 31))
+    return SeriesSpec(dates=dates, timegrid=TimeGridSpec(steps=36 * years))
+
+
+def tile_features(
+    archive: Any, tile_id: str, encoders: Mapping[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Labels ``(P,)`` of every labelled pixel with a valid series and embedding, and each feature set ``(P, D)``.
+
+    The tile is read window by window as the mapping job reads it for each encoder (:func:`series_reader`: blue,
+    red and NIR, or all ten bands grown by the patch's halo) and embedded by :meth:`WindowEmbedder.compute`.
+    """
     import shapely.geometry
+    import torch
 
-    from pimc_ray.local.archive import tile_info
+    from pimc_ray.local.archive import label_raster, tile_info
+    from pimc_ray.mapping.embedder import WindowEmbedder, series_reader
 
+    spec = series_spec(archive)
     tile = tile_info(archive.spec, tile_id)
-    return OutputGrid(tile.epsg, tile.bounds, 10.0, shapely.geometry.box(*tile.bounds))
-
-
-def labelled_pixels(
-    archive: Any, tile_id: str, spec: SeriesSpec, joint: Mapping[str, Any], *, window: int = 128
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Every labelled pixel of a tile with a valid series (and a valid embedding for each joint encoder).
-
-    Returns ``(series (P, 10, T) float32, labels (P,) uint8, {name: embeddings (P, D)})``. Windows are read grown
-    by the joint encoders' halo with all ten bands, as the mapping job reads them, and embedded through its own
-    :meth:`~pimc_ray.mapping.embedder.WindowEmbedder.compute`; a pixel whose patch reaches nodata (at the archive's
-    edge) is left out of every feature set, so all are scored on the same pixels.
-    """
-    import torch
-
-    from pimc_ray.local.archive import label_raster
-    from pimc_ray.mapping.embedder import WindowEmbedder
-
+    grid = OutputGrid(tile.epsg, tile.bounds, 10.0, shapely.geometry.box(*tile.bounds))
     items = archive.read_items("sentinel-2-l2a")
-    grid = tile_grid_of(archive, tile_id)
     truth = label_raster(archive.spec, tile_id)
-    m = max((int(e.halo) for e in joint.values()), default=0)
-    plots_spec = dataclasses.replace(spec, bands=INDEX_BANDS)
     threads = torch.get_num_threads()
-    embedders = {k: WindowEmbedder(plots_spec, e, batch_size=2048, threads=threads) for k, e in joint.items()}
-    xs, ys, embs = [], [], {name: [] for name in joint}
-    for win in grid.windows(window):
-        grown = win.grown(m, grid.resolution)
-        series = read_series(items_over(items, grid, grown), spec, grid, grown)
-        h, w = win.height, win.width
-        values = crop_halo(series.values, h, w, m)  # (T, 10, P): the window's own pixels
-        labels = truth[win.row : win.row + h, win.col : win.col + w].reshape(-1)
-        ok = (labels > 0) & np.isfinite(values).all(axis=(0, 1))
-        window_embs = {}
+    embedders = {k: WindowEmbedder(spec, m, batch_size=2048, threads=threads) for k, m in encoders.items()}
+    ys: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in (*encoders, RAW, NDVI)}
+    readers = {k: series_reader(spec, items, m) for k, m in encoders.items()}
+    for win in grid.windows(128):
+        series = read_series(items, spec, grid, win)
+        labels = truth[win.row : win.row + win.height, win.col : win.col + win.width].reshape(-1)
+        v = series.values  # (T, 3, P) blue, red, NIR
+        indices = vegetation_indices(v[:, 0], v[:, 1], v[:, 2], axis=0)  # (3, T, P)
+        feats = {RAW: indices.reshape(-1, win.pixels).T, NDVI: indices[0].T}
         for name, embedder in embedders.items():
-            emb = embedder.compute(grid, win, series).embedding.reshape(embedder.embed_dim, -1).T  # (P, D)
-            window_embs[name] = emb
-            ok &= np.isfinite(emb).all(axis=1)
-        xs.append(values[:, :, ok].transpose(2, 1, 0))
+            read = series if readers[name].halo == 0 else readers[name](grid, win)
+            feats[name] = embedder.compute(grid, win, read).embedding.reshape(embedder.embed_dim, -1).T
+        ok = labels > 0
+        for f in feats.values():
+            ok &= np.isfinite(f).all(axis=1)
         ys.append(labels[ok])
-        for name, emb in window_embs.items():
-            embs[name].append(emb[ok])
-    return (
-        np.concatenate(xs).astype(np.float32),
-        np.concatenate(ys),
-        {name: np.concatenate(parts) for name, parts in embs.items()},
-    )
+        for name, f in feats.items():
+            parts[name].append(f[ok])
+    return np.concatenate(ys), {name: np.concatenate(p).astype(np.float32) for name, p in parts.items()}
 
 
-def month_means(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
-    """``(P, C, T)`` regular-grid values -> ``(P, C * 12)`` means per calendar month."""
-    months = dates.astype("datetime64[M]").astype(int) % 12
-    return np.concatenate([values[:, :, months == m].mean(axis=2) for m in range(12)], axis=1)
+def probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Overall accuracy of a linear probe: standardised features, multinomial logistic regression, C = 1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_train)
+    clf = LogisticRegression(C=1.0, max_iter=2000).fit(scaler.transform(x_train), y_train)
+    return float(np.mean(clf.predict(scaler.transform(x_test)) == y_test))
 
 
-def embed(series: np.ndarray, encoder: Any, spec: SeriesSpec) -> np.ndarray:
-    """RP-encoder embeddings ``(P, D)`` of ``(P, 10, T)`` series, through the mapping job's own code path."""
-    import torch
-
-    from pimc_ray.mapping.embedder import WindowEmbedder
-
-    rp = np.ascontiguousarray(series[:, INDEX_BAND_POSITIONS].transpose(2, 1, 0))  # (T, 3, P)
-    rp_spec = dataclasses.replace(spec, bands=INDEX_BANDS)
-    embedder = WindowEmbedder(rp_spec, encoder, batch_size=2048, threads=torch.get_num_threads())
-    return embedder.embed_series(rp)
-
-
-def feature_sets(series: np.ndarray, spec: SeriesSpec, encoders: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Every feature set of ``(P, 10, T)`` series."""
-    blue, red, nir = (series[:, i] for i in INDEX_BAND_POSITIONS)
-    indices = vegetation_indices(blue, red, nir, axis=1)  # (P, 3, T)
-    dates = spec.grid_dates()
-    out = {name: embed(series, encoder, spec) for name, encoder in encoders.items()}
-    out["raw index series"] = indices.reshape(len(series), -1)
-    out["monthly NDVI"] = month_means(indices[:, :1], dates)
-    out["monthly bands"] = month_means(series, dates)
+def regimes(
+    x_a: np.ndarray, y_a: np.ndarray, x_b: np.ndarray, y_b: np.ndarray, draws: int
+) -> dict[str, float]:
+    """Accuracy on tile b of probes fit on tile a: all labels, and k labelled pixels per class (mean of draws)."""
+    out = {"all": probe(x_a, y_a, x_b, y_b)}
+    classes = np.unique(y_a)
+    for k in SHOTS:
+        accs = []
+        for d in range(draws):
+            rng = np.random.default_rng(d)
+            pick = np.concatenate(
+                [
+                    rng.choice(np.flatnonzero(y_a == c), size=min(k, int((y_a == c).sum())), replace=False)
+                    for c in classes
+                ]
+            )
+            accs.append(probe(x_a[pick], y_a[pick], x_b, y_b))
+        out[f"{k}-shot"] = float(np.mean(accs))
     return out
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) -> float:
-    """Unweighted mean over ``classes`` of F1 = 2 TP / (2 TP + FP + FN) (0 for a class never seen nor predicted)."""
-    scores = []
-    for c in classes:
-        tp = np.sum((y_pred == c) & (y_true == c))
-        fp = np.sum((y_pred == c) & (y_true != c))
-        fn = np.sum((y_pred != c) & (y_true == c))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(scores))
-
-
-def probe(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, classes: Sequence[int]
-) -> tuple[float, float]:
-    """``(overall accuracy, macro-F1)`` of a logistic-regression probe fit on train, scored on test."""
-    from pimc_ray.models.heads import LinearClassifier
-
-    head = LinearClassifier(x_train.shape[1], list(classes)).fit(x_train, y_train)
-    pred, _ = head.predict(x_test)
-    return float(np.mean(pred == y_test)), macro_f1(y_test, pred, classes)
-
-
-def evaluate(
-    train: Mapping[str, np.ndarray | Sequence[np.ndarray]],
-    y_train: np.ndarray,
-    test: Mapping[str, np.ndarray],
-    y_test: np.ndarray,
-    *,
-    seeds: int,
-    progress: Callable[[str], None] = print,
-) -> dict[str, dict[str, tuple[float, float]]]:
-    """``{feature: {regime: (OA, macro-F1)}}`` for the regimes ``all`` and ``<k>-shot``.
-
-    A training feature set is ``(P, D)``, or several views of the same ``P`` pixels (e.g. their series moved
-    in time): the probe then learns from every view of each labelled pixel it is given.
-    """
-    from pimc_ray.data.labels import balanced_sample
-
-    classes = sorted(int(c) for c in np.unique(y_train))
-    pixels = np.arange(len(y_train))[:, None]
-
-    def fit_on(views: Sequence[np.ndarray], idx: np.ndarray, x_test: np.ndarray) -> tuple[float, float]:
-        x = np.concatenate([v[idx] for v in views])
-        return probe(x, np.tile(y_train[idx], len(views)), x_test, y_test, classes)
-
-    results: dict[str, dict[str, tuple[float, float]]] = {}
-    for name, features in train.items():
-        views = [features] if isinstance(features, np.ndarray) else list(features)
-        results[name] = {"all": fit_on(views, pixels[:, 0], test[name])}
-        for shots in SHOTS:
-            picks = [
-                balanced_sample(pixels, y_train, per_class=shots, seed=seed)[0][:, 0] for seed in range(seeds)
-            ]
-            runs = [fit_on(views, idx, test[name]) for idx in picks]
-            results[name][f"{shots}-shot"] = tuple(np.mean(runs, axis=0).tolist())  # type: ignore[assignment]
-        progress(f"  {name}: " + ", ".join(f"{k} OA {v[0]:.3f}" for k, v in results[name].items()))
-    return results
-
-
-def table(results: Mapping[str, Mapping[str, tuple[float, float]]]) -> str:
-    """A markdown table: one row per feature set, OA / macro-F1 per regime, in percent."""
-    regimes = ["all"] + [f"{k}-shot" for k in SHOTS]
-    lines = [
-        "| features | dim | " + " | ".join(f"{r} OA | {r} F1" for r in regimes) + " |",
-        "|---|---:|" + "---:|" * (2 * len(regimes)),
-    ]
-    for name, row in results.items():
-        cells = [f"{100 * row[r][0]:.1f} | {100 * row[r][1]:.1f}" for r in regimes]
-        lines.append(f"| {name} | {row.get('dim', ('', ''))[0]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def pretrain_encoder(args: argparse.Namespace, archive: Any) -> tuple[Path, dict[str, Any]]:
-    """Pretrain with the code of ``jobs/pretrain.py`` against a local STAC API over the archive, on a local Ray.
-
-    Returns the export folder and the run's figures; the job's command line is printed and kept in the report.
-    """
-    import shutil
-    import tempfile
+def pretrain(archive: Any, out: Path, *, steps: int, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Pretrain with the code of ``jobs/pretrain.py`` on both tiles' pixels, against a local STAC API over the
+    archive, on a local Ray; returns the run's figures and command line (the export lands in ``out``)."""
+    import shlex
 
     import ray
     import shapely.geometry
@@ -245,21 +206,20 @@ def pretrain_encoder(args: argparse.Namespace, archive: Any) -> tuple[Path, dict
     from pimc_ray.local.archive_stac import footprint
     from pimc_ray.local.stac_server import LocalStacServer
 
+    spec = series_spec(archive)
     aois = []
-    for tile_id in args.pretrain_tiles.split(","):
+    for tile_id in TILES:
         geometry, _ = footprint(tile_info(archive.spec, tile_id))
-        inner = shapely.geometry.shape(geometry).buffer(-0.001)  # ~80 m inside: no neighbouring tile leaks in
+        inner = shapely.geometry.shape(geometry).buffer(
+            -0.0002
+        )  # ~15 m inside: no neighbouring tile leaks in
         aois += ["--aoi", json.dumps(shapely.geometry.mapping(inner), separators=(",", ":"))]
-    out = args.out / "encoder"
     flags = [
-        *("--start", "2022-01-01", "--end", "2022-12-31", "--steps", "36"),
-        *("--out", str(out), "--storage", str(args.out / "runs"), "--name", f"learning-check-{args.seed}"),
-        *("--train-steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr)),
-        *("--checkpoint-every", str(max(1, args.steps // 4)), "--log-every", str(max(1, args.steps // 20))),
-        *("--patch-size", str(args.patch_size), "--composite", args.composite),
-        *("--pixels-per-window", str(args.pixels_per_window), "--time-shift", str(args.time_shift)),
-        *("--workers", str(args.workers), "--cpus-per-worker", str(args.cpus_per_worker)),
-        *("--seed", str(args.seed)),
+        *("--start", spec.dates.start.isoformat(), "--end", spec.dates.end.isoformat()),
+        *("--steps", str(spec.timegrid.steps), "--train-steps", str(steps)),
+        *("--out", str(out), "--storage", str(out.parent / "runs"), "--name", out.parent.name),
+        *("--checkpoint-every", str(steps), "--log-every", str(max(1, steps // 5)), "--seed", str(seed)),
+        *("--workers", "2", "--cpus-per-worker", "0.5"),
     ]
     for name, value in (("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"), ("RAY_USAGE_STATS_ENABLED", "0")):
         os.environ.setdefault(name, value)
@@ -267,8 +227,8 @@ def pretrain_encoder(args: argparse.Namespace, archive: Any) -> tuple[Path, dict
     t0 = time.perf_counter()
     with LocalStacServer(archive.items_path) as server:
         argv = [*aois, "--stac-url", server.url, *flags]
-        print(f"pretraining: python jobs/pretrain.py {shlex.join(argv)}", flush=True)
-        ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, _temp_dir=temp)
+        log(f"    pretraining: python jobs/pretrain.py {shlex.join(argv)}")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
         try:
             code = pretrain_main(argv)
         finally:
@@ -276,104 +236,145 @@ def pretrain_encoder(args: argparse.Namespace, archive: Any) -> tuple[Path, dict
             shutil.rmtree(temp, ignore_errors=True)
     if code != 0:
         raise SystemExit(f"pretraining failed (exit code {code})")
-    return out, {"flags": flags, "tiles": args.pretrain_tiles, "seconds": round(time.perf_counter() - t0, 1)}
+    return {"flags": flags, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_one(
+    root: Path, family: str, seed: int, args: argparse.Namespace, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """One family and seed: archive, pretraining, features of both tiles, probes both ways."""
+    from pimc_ray.models import EncoderConfig, load_checkpoint
+    from pimc_ray.training.export import RP_EXPORT
+
+    t0 = time.perf_counter()
+    archive = build_family(root / "archives", family, seed)
+    export = root / "runs" / f"{family.replace(': ', '-')}-{seed}" / "encoder"
+    report: dict[str, Any] = {"family": family, "seed": seed}
+    if not (export / "config.json").exists():
+        report["pretraining"] = pretrain(archive, export, steps=args.steps, seed=seed, log=log)
+    default, meta = load_checkpoint(export)
+    rp_only, _ = load_checkpoint(export / RP_EXPORT)
+    random = EncoderConfig.from_dict(meta["encoder"]).build().eval()
+    series_rp = meta["encoder"]["params"]["parts"][:2]  # index-series, rp-resnet
+    no_patch = EncoderConfig(name="pimc-concat", params={"parts": series_rp}).build()
+    for tower, trained in zip(no_patch.towers, default.towers, strict=False):
+        tower.load_state_dict(trained.state_dict())
+    encoders = {DEFAULT: default, NO_PATCH: no_patch.eval(), RP_ONLY: rp_only, RANDOM: random}
+    (y_a, f_a), (y_b, f_b) = (tile_features(archive, t, encoders) for t in TILES)
+    report["pixels"] = [int(len(y_a)), int(len(y_b))]
+    report["dims"] = {name: int(f.shape[1]) for name, f in f_a.items()}
+    report["results"] = {
+        name: {f"{TILES[0]}->{TILES[1]}": regimes(f_a[name], y_a, f_b[name], y_b, args.draws),
+               f"{TILES[1]}->{TILES[0]}": regimes(f_b[name], y_b, f_a[name], y_a, args.draws)}
+        for name in f_a
+    }  # fmt: skip
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def summarise(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``{family: {feature set: {regime: {"mean", "worst"}}}}`` over every seed and direction."""
+    scores: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in reports:
+        for name, directions in r["results"].items():
+            for by_regime in directions.values():
+                for regime, acc in by_regime.items():
+                    scores.setdefault(r["family"], {}).setdefault(name, {}).setdefault(regime, []).append(acc)
+    return {
+        fam: {
+            name: {regime: {"mean": float(np.mean(v)), "worst": float(np.min(v))} for regime, v in by.items()}
+            for name, by in sets.items()
+        }
+        for fam, sets in scores.items()
+    }
+
+
+def verdict(summary: Mapping[str, Any]) -> dict[str, bool]:
+    """Per family: does the default embedding beat the raw index series (mean): at least equal with all labels,
+    better with 1, 5 and 20?"""
+    out = {}
+    for fam, sets in summary.items():
+        d, r = sets[DEFAULT], sets[RAW]
+        out[fam] = d["all"]["mean"] >= r["all"]["mean"] and all(
+            d[f"{k}-shot"]["mean"] > r[f"{k}-shot"]["mean"] for k in SHOTS
+        )
+    return out
+
+
+def table(summary: Mapping[str, Any], dims: Mapping[str, int] | None = None) -> str:
+    """A markdown table: per family and feature set, mean (worst) overall accuracy in % per regime."""
+    lines = [
+        "| family | features | " + " | ".join(f"{r} mean (worst)" for r in REGIMES) + " |",
+        "|---|---|" + "---:|" * len(REGIMES),
+    ]
+    for fam, sets in summary.items():
+        known = (DEFAULT, NO_PATCH, RP_ONLY, RANDOM, RAW, NDVI)
+        for name in [*known, *(n for n in sets if n not in known)]:
+            if name not in sets:
+                continue
+            cells = [
+                f"{100 * sets[name][r]['mean']:.1f} ({100 * sets[name][r]['worst']:.1f})" for r in REGIMES
+            ]
+            label = f"**{name}**" if name == DEFAULT else name
+            lines.append(f"| {fam} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archive", type=Path, default=Path("data/archive"), help="built (or reused) here")
     p.add_argument("--out", type=Path, default=Path("out/learning-check"))
-    p.add_argument("--checkpoint", type=Path, help="a pretrained RP encoder; default: pretrain now")
-    p.add_argument("--train-tile", default="32TQR")
-    p.add_argument("--test-tile", default="33TTL")
-    p.add_argument("--pretrain-tiles", default="32TQR,32TQS")
-    p.add_argument("--steps", type=int, default=600, help="pretraining steps")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--patch-size", type=int, default=9)
-    p.add_argument("--composite", default="median")
-    p.add_argument("--time-shift", type=int, default=2, help="pretraining augmentation, in grid steps")
-    p.add_argument("--pixels-per-window", type=int, default=2048)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--cpus-per-worker", type=float, default=0.5)
-    p.add_argument("--seeds", type=int, default=10, help="few-shot draws averaged")
+    p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated family names")
+    p.add_argument("--seeds", type=int, default=2, help="archive (and pretraining) seeds per family")
+    p.add_argument("--steps", type=int, default=500, help="pretraining steps of 256 pairs")
+    p.add_argument("--draws", type=int, default=10, help="few-shot draws averaged per regime")
     p.add_argument(
-        "--control-shift",
-        type=int,
-        default=2,
-        help="controls: probes of raw series and monthly bands trained on copies moved -N..N steps (0: none)",
+        "--report-only",
+        action="store_true",
+        help="summarise <out>/runs.json again (e.g. runs of several calls)",
     )
-    p.add_argument(
-        "--test-shifts",
-        type=lambda text: [int(v) for v in text.split(",") if v],
-        default=[],
-        help="also score the test tile with its series moved this many grid steps later (negative: earlier)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip", default="", help="comma-separated feature sets to leave out (e.g. PIMC)")
     args = p.parse_args(argv)
+    if args.report_only:
+        return report(args, json.loads((args.out / "runs.json").read_text()), seconds=0.0)
 
     import torch
 
-    from pimc_ray.local.archive import ArchiveSpec, build_archive
-    from pimc_ray.models import EncoderConfig, load_checkpoint
-    from pimc_ray.models.checkpoint import read_encoder_config
-    from pimc_ray.training.export import JOINT_EXPORT
-
-    t0 = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
-    archive = build_archive(args.archive, ArchiveSpec())
-    spec = SeriesSpec(
-        dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)), timegrid=TimeGridSpec(36), bands=BANDS
-    )
-    report: dict[str, Any] = {"train_tile": args.train_tile, "test_tile": args.test_tile}
-    skip = set(filter(None, args.skip.split(",")))
-    encoders: dict[str, Any] = {}  # plot encoders, on the pixels' series
-    joint: dict[str, Any] = {}  # both towers, on windows read as the mapping job reads them
-    if "PIMC" not in skip:
-        checkpoint = args.checkpoint
-        if checkpoint is None:
-            checkpoint, report["pretraining"] = pretrain_encoder(args, archive)
-            print(f"pretraining: {report['pretraining']}")
-        encoders["PIMC"], meta = load_checkpoint(checkpoint, expect=EncoderConfig())
-        report["checkpoint"] = {"path": str(checkpoint), "trained": meta.get("trained")}
-        if (checkpoint / JOINT_EXPORT / "config.json").exists():  # exports before the joint encoder lack it
-            joint[JOINT], _ = load_checkpoint(checkpoint / JOINT_EXPORT)
-            if RANDOM_JOINT not in skip:
-                joint[RANDOM_JOINT] = read_encoder_config(checkpoint / JOINT_EXPORT).build().eval()
-    if "random RP encoder" not in skip:
-        encoders["random RP encoder"] = EncoderConfig().build().eval()
     torch.set_num_threads(os.cpu_count() or 1)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise SystemExit(f"unknown families {unknown}; choose from {list(FAMILIES)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    reports = []
+    for family in families:
+        for seed in range(args.seeds):
+            print(f"[{time.perf_counter() - t0:.0f}s] {family}, seed {seed}", flush=True)
+            reports.append(run_one(args.out, family, seed, args, lambda msg: print(msg, flush=True)))
+            (args.out / "runs.json").write_text(json.dumps(reports, indent=1))
+    return report(args, reports, seconds=time.perf_counter() - t0)
 
-    t1 = time.perf_counter()
-    x_train, y_train, joint_train = labelled_pixels(archive, args.train_tile, spec, joint)
-    x_test, y_test, joint_test = labelled_pixels(archive, args.test_tile, spec, joint)
-    train: dict[str, Any] = {**feature_sets(x_train, spec, encoders), **with_parts(joint_train, joint)}
-    if args.control_shift:  # controls: the simple features, the probe trained on calendar-shifted copies
-        steps = range(-args.control_shift, args.control_shift + 1)
-        moved = [feature_sets(move_series(x_train, s), spec, {}) for s in steps]
-        for name in SHIFTED_CONTROLS:
-            train[f"{name}, shifted copies"] = [views[name] for views in moved]
-    train = {k: v for k, v in train.items() if k not in skip}
-    print(f"features of {len(y_train)} + {len(y_test)} labelled pixels in {time.perf_counter() - t1:.0f} s")
-    results: dict[str, Any] = {}
-    for shift in sorted({0, *args.test_shifts}):
-        # the joint encoders see windows, not series: they are scored on the tile as it is only
-        test = feature_sets(move_series(x_test, shift), spec, encoders)
-        test.update(with_parts(joint_test, joint) if shift == 0 else {})
-        test.update({f"{name}, shifted copies": test[name] for name in SHIFTED_CONTROLS})
-        scored = {k: v for k, v in train.items() if k in test}
-        results[str(shift)] = evaluate(scored, y_train, test, y_test, seeds=args.seeds)
-        for name in results[str(shift)]:
-            first = train[name] if isinstance(train[name], np.ndarray) else train[name][0]
-            results[str(shift)][name]["dim"] = (first.shape[1], 0)
-        print(f"test tile {args.test_tile}, its series shifted by {shift} grid steps:")
-        print(table(results[str(shift)]))
-    report.update(
-        {"results": results.pop("0"), "shifted": results, "seconds": round(time.perf_counter() - t0, 1)}
+
+def report(args: argparse.Namespace, reports: Sequence[Mapping[str, Any]], *, seconds: float) -> int:
+    """Summary, verdicts and table of the runs; writes ``<out>/results.json``."""
+    summary = summarise(reports)
+    verdicts = verdict(summary)
+    families = list(dict.fromkeys(r["family"] for r in reports))
+    result = {
+        "families": {f: dataclasses.asdict(FAMILIES[f]) for f in families},
+        "steps": args.steps,
+        "seeds": sorted({int(r["seed"]) for r in reports}),
+        "draws": args.draws,
+        "summary": summary,
+        "default_beats_raw": verdicts,
+        "seconds": round(seconds, 1),
+    }
+    (args.out / "results.json").write_text(json.dumps(result, indent=1))
+    print(table(summary))
+    print(
+        "default embedding beats the raw index series (mean): "
+        + ", ".join(f"{f}: {v}" for f, v in verdicts.items())
     )
-    (args.out / "results.json").write_text(json.dumps(report, indent=2))
-    print(f"learning check done in {report['seconds']} s; {args.out / 'results.json'}")
+    print(f"learning check done in {result['seconds']} s; {args.out / 'results.json'}")
     return 0
 
 

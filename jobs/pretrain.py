@@ -3,7 +3,7 @@
     ray job submit --address http://127.0.0.1:8265 -- python jobs/pretrain.py \
         --aoi "$(pimc archive bbox --tile 32TQR)" --aoi "$(pimc archive bbox --tile 32TQS)" \
         --start 2022-01-01 --end 2022-12-31 --stac-url http://127.0.0.1:7822 \
-        --out data/models/pimc-demo --train-steps 300 --workers 2 --cpus-per-worker 0.5
+        --out data/models/pimc-demo --train-steps 300 --workers 2
 
 Checkpoints go to ``--storage`` (default: ``runs/`` beside ``--out``) under ``--name`` (default: the name of
 ``--out``); resubmitting the same command after the job was stopped resumes from the latest one. ``python

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from typing import Any
 
+from pimc_ray.errors import InvalidConfigError
+
 __all__ = [
+    "check_resources",
     "GDAL_CACHE_MB",
     "actor_stage",
     "bound_memory",
@@ -65,6 +69,34 @@ def actor_stage(
         num_cpus=cpus,
         num_gpus=gpus,
     )
+
+
+def check_resources(needs: Mapping[str, float], *, what: str, fix: str) -> dict[str, float]:
+    """Refuse, before anything starts, work that the running Ray cluster can never schedule.
+
+    Ray queues an actor or a Ray Train worker whose resources no node offers, and the job then waits forever;
+    this says so up front instead. ``needs`` are totals (``{"CPU": 2.5, "GPU": 0}``); the cluster's totals come
+    from ``ray.cluster_resources()`` (so call it after ``ray.init``). An autoscaling cluster that will grow is
+    the one case to skip the check (the jobs' ``--wait-for-resources``).
+
+    Returns:
+        The cluster's resources.
+
+    Raises:
+        InvalidConfigError: naming what is needed, what the cluster has, and ``fix``.
+    """
+    import ray
+
+    have = {k: float(v) for k, v in ray.cluster_resources().items()}
+    short = [k for k, v in needs.items() if v > have.get(k, 0.0) + 1e-9]
+    if short:
+        need = ", ".join(f"{needs[k]:g} {k}" for k in short)
+        got = ", ".join(f"{have.get(k, 0.0):g} {k}" for k in short)
+        raise InvalidConfigError(
+            f"{what} needs {need} but the Ray cluster has {got} in all, so it would wait forever; {fix} "
+            "(or pass --wait-for-resources on a cluster that autoscales)"
+        )
+    return have
 
 
 def bound_memory(gdal_cache_mb: int = GDAL_CACHE_MB) -> None:

@@ -59,7 +59,7 @@ ray job submit --address "http://127.0.0.1:$DASH_PORT" -- \
     --aoi "$(pimc archive bbox --tile 32TQR)" --aoi "$(pimc archive bbox --tile 32TQS)" \
     --aoi "$(pimc archive bbox --tile 33TTL)" --start 2022-01-01 --end 2022-12-31 \
     --stac-url "http://127.0.0.1:$STAC_PORT" --out "$MODEL" --train-steps "$TRAIN_STEPS" \
-    --batch-size 256 --pixels-per-window 2048 --workers 2 --cpus-per-worker 0.5
+    --batch-size 256 --pixels-per-window 2048 --workers 2
 
 echo "== 6/6 ray job submit jobs/embed_aoi.py (encoder: $MODEL)"
 ray job submit --address "http://127.0.0.1:$DASH_PORT" -- \

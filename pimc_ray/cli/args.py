@@ -85,6 +85,8 @@ def add_parallelism(p: argparse.ArgumentParser) -> None:
     )
     a("--readers", type=int, default=2, help="read actors (each reads one window at a time)")
     a("--read-cpus", type=float, default=0.25, help="CPUs each read actor reserves")
+    a("--wait-for-resources", action="store_true",
+      help="start even if the cluster cannot place every actor now (it autoscales); else refuse up front")  # fmt: skip
 
 
 def at_least_one(args: argparse.Namespace, *names: str) -> None:

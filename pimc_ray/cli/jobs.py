@@ -215,17 +215,32 @@ def pretrain_parser() -> argparse.ArgumentParser:
     a("--log-every", type=int, default=20)
     a("--temperature", type=float, default=0.07, help="(initial) temperature of the loss")
     a("--fixed-temperature", action="store_true", help="keep it fixed (default: learnt, as CLIP)")
+    a(
+        "--rp-widths",
+        default="16,32,64",
+        help="channels of the RP encoder's stages (32,64,128: the earlier size)",
+    )
     a("--patch-size", type=int, default=9, help="image patch side in 10 m pixels (odd)")
     a("--composite", default="median", help="'median' or a date YYYY-MM-DD (nearest grid step)")
     a("--pixels-per-window", type=int, default=1024, help="pairs drawn per window visit")
     a("--time-shift", type=int, default=2,
       help="augmentation: move each series by up to this many grid steps, either way (0: none)")  # fmt: skip
+    a("--haze", type=float, default=0.0,
+      help="augmentation: haze each step of a series with this probability (an aerosol residual; 0: none)")  # fmt: skip
     a("--shuffle-buffer", type=int, default=2048, help="pairs each worker mixes before a batch (0: none)")
     a("--workers", type=int, default=2, help="Ray Train workers (DDP ranks)")
-    a("--cpus-per-worker", type=float, default=1.0)
+    a(
+        "--cpus-per-worker",
+        type=float,
+        help="CPUs per worker (default: what the readers leave, at most 1 each)",
+    )
     a("--gpu", action="store_true", help="one GPU per worker (nccl, bf16 autocast)")
     a("--readers", type=int, default=1, help="Ray Data actors reading pair windows")
-    a("--reader-cpus", type=float, default=1.0)
+    a("--reader-cpus", type=float, default=1.0, help="CPUs each pair reader reserves")
+    a("--reader-cache-mb", type=int, default=1024,
+      help="memory each pair reader keeps read windows in, to draw from them again at later visits")  # fmt: skip
+    a("--wait-for-resources", action="store_true",
+      help="start even if the cluster cannot place every worker now (it autoscales); else refuse up front")  # fmt: skip
     a(
         "--max-failures",
         type=int,
@@ -242,7 +257,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
 
     def work() -> None:
         from pimc_ray.data.tiles import aoi_grids
-        from pimc_ray.models.checkpoint import EncoderConfig
+        from pimc_ray.models.checkpoint import DEFAULT_RP_PARAMS, EncoderConfig
         from pimc_ray.models.pimc import DEFAULT_RSI_PARAMS, PIMCConfig
         from pimc_ray.training.config import RunSpec, TrainConfig
         from pimc_ray.training.pairs import PairSpec, PairStream, training_tasks
@@ -254,7 +269,9 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         pair_spec = from_args(PairSpec, args, series=spec)
         loss_params = {"temperature": args.temperature, "learnable": not args.fixed_temperature}
         rsi = EncoderConfig(name="rsi-cnn", params={**DEFAULT_RSI_PARAMS, "patch_size": args.patch_size})
-        model = PIMCConfig(rsi=rsi, loss={"name": "symmetric-infonce", "params": loss_params}, seed=args.seed)
+        rp = EncoderConfig(params={**DEFAULT_RP_PARAMS, "widths": _widths(args.rp_widths)})
+        loss = {"name": "symmetric-infonce", "params": loss_params}
+        model = PIMCConfig(rp=rp, rsi=rsi, loss=loss, seed=args.seed)
         config = from_args(TrainConfig, args, model=model, steps=args.train_steps)
         out = args.out.resolve()
         storage = args.storage or str(out.parent / "runs")
@@ -271,11 +288,33 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         say(
             f"[pretrain] {len(items)} items, {len(tasks)} candidate windows; run {run.name!r} in {run.storage_path}"
         )
-        stream = PairStream(items, tasks, pair_spec, readers=run.readers, reader_cpus=run.reader_cpus)
+        stream = PairStream(
+            items,
+            tasks,
+            pair_spec,
+            readers=run.readers,
+            reader_cpus=run.reader_cpus,
+            cache_mb=args.reader_cache_mb,
+        )
         result = pretrain(stream, config, run, export_to=out, progress=say)
         say(f"summary: {summary_line(result)}  encoder: {out}  ({time.perf_counter() - t0:.0f} s)")
 
     return run_job(work)
+
+
+def _widths(text: str) -> list[int]:
+    """``--rp-widths 16,32,64`` as a list of positive integers."""
+    try:
+        widths = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise InvalidConfigError(
+            f"--rp-widths {text!r}: write channel counts separated by commas, e.g. 16,32,64"
+        ) from err
+    if not widths or min(widths) < 1:
+        raise InvalidConfigError(
+            f"--rp-widths {text!r}: give one or more positive channel counts, e.g. 16,32,64"
+        )
+    return widths
 
 
 # --- classification heads -----------------------------------------------------------------------------------

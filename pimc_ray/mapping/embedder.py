@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from pimc_ray.data.catalogs import BANDS
-from pimc_ray.data.series import INDEX_BANDS, SeriesReader, SeriesSpec, WindowSeries, crop_halo
+from pimc_ray.data.series import INDEX_BANDS, SeriesReader, SeriesSpec, WindowSeries, crop_halo, iso_dates
 from pimc_ray.data.tiles import OutputGrid, Window
+from pimc_ray.kernels.indices import INDEX_NAMES, vegetation_indices
 from pimc_ray.kernels.patches import MEDIAN, check_composite, composite, patch_ok, patches_at
 from pimc_ray.kernels.recurrence import rp_from_reflectance
 from pimc_ray.kernels.xp import import_cupy, to_numpy, to_torch
@@ -51,11 +52,18 @@ from pimc_ray.models.encoders import parts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbedderFactory", "WindowEmbedder", "WindowResult", "read_plan", "series_reader"]
+__all__ = [
+    "EmbedderFactory",
+    "WindowEmbedder",
+    "WindowResult",
+    "embedding_bands",
+    "read_plan",
+    "series_reader",
+]
 
 #: The bands each kind of encoder input is made from, by the ``inputs`` an encoder (or a joint encoder's part)
-#: declares: recurrence plots of blue, red and NIR, or patches of all ten bands.
-_INPUT_BANDS: Mapping[str, tuple[str, ...]] = {"plots": INDEX_BANDS, "patches": BANDS}
+#: declares: recurrence plots or index series of blue, red and NIR, or patches of all ten bands.
+_INPUT_BANDS: Mapping[str, tuple[str, ...]] = {"plots": INDEX_BANDS, "series": INDEX_BANDS, "patches": BANDS}
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,24 @@ def read_plan(encoder: Any) -> tuple[tuple[str, ...], int]:
     model = encoder.build() if hasattr(encoder, "build") else encoder
     needed = {band for part in parts(model) for band in _INPUT_BANDS[part.inputs]}
     return tuple(b for b in BANDS if b in needed), int(model.halo)
+
+
+def embedding_bands(encoder: Any, spec: SeriesSpec) -> tuple[str, ...]:
+    """One description per dimension of ``encoder``'s embedding (a module or an EncoderConfig): ``emb_00`` ...
+    for a single encoder; for one made of parts, ``NDVI_2022-01-06`` ... for an index series, ``rp_00`` ... for
+    an RP encoder, ``rsi_00`` ... for an image-patch encoder, in the embedding's order."""
+    model = encoder.build() if hasattr(encoder, "build") else encoder
+    if len(parts(model)) == 1 and model.inputs != "series":
+        return tuple(f"emb_{i:02d}" for i in range(int(model.embed_dim)))
+    names: list[str] = []
+    for part in parts(model):
+        if part.inputs == "series":
+            dates = iso_dates(spec.grid_dates())
+            names += [f"{index}_{date}" for index in INDEX_NAMES for date in dates]
+        else:
+            prefix = "rp" if part.inputs == "plots" else "rsi"
+            names += [f"{prefix}_{i:02d}" for i in range(int(part.embed_dim))]
+    return tuple(names)
 
 
 def series_reader(spec: SeriesSpec, items: Sequence[Mapping[str, Any]], encoder: Any) -> SeriesReader:
@@ -148,6 +174,7 @@ class WindowEmbedder:
         self._parts: dict[str, Any] = {part.inputs: part for part in parts(self.encoder)}
         self._by_input: dict[str, Callable[[Any, WindowSeries, Window, np.ndarray], np.ndarray]] = {
             "plots": self._window_plots,
+            "series": self._window_index_series,
             "patches": self._window_patches,
         }
 
@@ -165,6 +192,24 @@ class WindowEmbedder:
         return self._embed_plots(self._part("plots", "series: use embed_patches()"), series)
 
     def _embed_plots(self, encoder: Any, series: np.ndarray) -> np.ndarray:
+        """Embeddings ``(P, D)`` of regular series ``(T, 3, P)`` through an encoder of their plots."""
+        return self._embed_from_series(encoder, series, rp_from_reflectance)  # plots (n, 3, T, T)
+
+    def _embed_index_series(self, encoder: Any, series: np.ndarray) -> np.ndarray:
+        """Embeddings ``(P, D)`` of regular series ``(T, 3, P)`` through an encoder of their index series
+        ``(n, 3, T)`` (NDVI, EVI, SAVI)."""
+        return self._embed_from_series(
+            encoder,
+            series,
+            lambda blue, red, nir: vegetation_indices(blue, red, nir, axis=1).astype("float32", copy=False),
+        )
+
+    def _embed_from_series(
+        self, encoder: Any, series: np.ndarray, inputs: Callable[[Any, Any, Any], Any]
+    ) -> np.ndarray:
+        """Embeddings ``(P, D)`` of regular series ``(T, 3, P)``: per batch, ``inputs(blue, red, nir)`` (each
+        ``(n, T)``, on the embedder's device) makes the encoder's input; NaN rows where a series or an input has
+        NaN (e.g. a black pixel's NDVI)."""
         import torch
 
         n_pix = series.shape[-1]
@@ -175,10 +220,10 @@ class WindowEmbedder:
         with torch.inference_mode():
             for start in range(0, len(ok), self.batch_size):
                 batch = xp.asarray(by_band[:, start : start + self.batch_size])  # host -> device once
-                plots = to_torch(rp_from_reflectance(batch[0], batch[1], batch[2]))  # (n, 3, T, T)
-                emb = encoder(plots)
-                emb[~torch.isfinite(plots).flatten(1).all(dim=1)] = torch.nan  # e.g. a black pixel's NDVI
-                out[ok[start : start + len(plots)]] = emb.float().cpu().numpy()
+                x = to_torch(xp.ascontiguousarray(inputs(batch[0], batch[1], batch[2])))
+                emb = encoder(x)
+                emb[~torch.isfinite(x).flatten(1).all(dim=1)] = torch.nan
+                out[ok[start : start + len(x)]] = emb.float().cpu().numpy()
         return out
 
     def embed_patches(
@@ -238,6 +283,15 @@ class WindowEmbedder:
         positions = [self.bands.index(b) for b in INDEX_BANDS]
         own = crop_halo(series.values[:, positions], window.height, window.width, self.halo)  # (T, 3, P)
         return self._embed_plots(encoder, np.where(inside, own, np.nan))
+
+    def _window_index_series(
+        self, encoder: Any, series: WindowSeries, window: Window, inside: np.ndarray
+    ) -> np.ndarray:
+        """A series part on a window: the index series of the window's own pixels, pixels outside the AOI left
+        out."""
+        positions = [self.bands.index(b) for b in INDEX_BANDS]
+        own = crop_halo(series.values[:, positions], window.height, window.width, self.halo)  # (T, 3, P)
+        return self._embed_index_series(encoder, np.where(inside, own, np.nan))
 
     def _window_patches(
         self, encoder: Any, series: WindowSeries, window: Window, inside: np.ndarray

@@ -52,7 +52,7 @@ from pimc_ray.io.mosaic import write_mosaics
 from pimc_ray.io.rasters import RasterProduct, RasterSet
 from pimc_ray.io.stac_items import output_collection, tile_item
 from pimc_ray.io.storage import Store, open_store
-from pimc_ray.mapping.embedder import EmbedderFactory, WindowResult, series_reader
+from pimc_ray.mapping.embedder import EmbedderFactory, WindowResult, embedding_bands, series_reader
 from pimc_ray.mapping.heads import classify, fit_head, load_head, save_head
 from pimc_ray.mapping.requests import MapRequest
 from pimc_ray.mapping.runner import WindowFailure, run_windows
@@ -88,15 +88,15 @@ def embedder_factory(request: MapRequest) -> EmbedderFactory:
 
 
 def tile_products(
-    embed_dim: int, head: Head | None, *, with_embedding: bool = True
+    bands: Sequence[str], head: Head | None, *, with_embedding: bool = True
 ) -> dict[str, RasterProduct]:
-    """The products a run writes per tile: the embedding (unless a classification-only run), the classes
+    """The products a run writes per tile: the embedding (unless a classification-only run; one band per
+    dimension, described by ``bands``, see :func:`~pimc_ray.mapping.embedder.embedding_bands`), the classes
     (with a head) and the QA."""
     out = {}
     if with_embedding:
-        bands = tuple(f"emb_{i:02d}" for i in range(embed_dim))
         out["embedding"] = RasterProduct(
-            "embedding", "float32", float("nan"), bands, f"PIMC embedding ({embed_dim} bands)"
+            "embedding", "float32", float("nan"), tuple(bands), f"PIMC embedding ({len(bands)} bands)"
         )
     if head is not None:
         tags = {"pimc_classes": json.dumps(head.class_names), "pimc_confidence": "band 2, percent"}
@@ -158,7 +158,7 @@ class TilePublisher:
         self.properties = {
             "pimc:model": manifest.model,
             "pimc:run": manifest.key,
-            "pimc:encoder": request.encoder.config.name,
+            "pimc:encoder": request.encoder.config.describe(),
         }
         self.open: dict[str, _OpenTile] = {}
         self.written = 0
@@ -277,10 +277,11 @@ def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSumm
     todo = [t for t in tiles if t.tile_id not in done]
     progress(
         f"{len(items)} items; {len(tiles)} tiles of {request.tile_size} px ({len(tiles) - len(todo)} already done); "
-        f"encoder {request.encoder.config.name} ({weights})"
+        f"encoder {request.encoder.config.describe()} ({weights})"
     )
     head = _head(request, store, resuming, progress)
-    products = tile_products(int(model.embed_dim), head, with_embedding=request.write_embedding)
+    bands = embedding_bands(model, request.spec)
+    products = tile_products(bands, head, with_embedding=request.write_embedding)
     if not resuming:
         manifest.save(store)
         store.put_bytes(dumps_ndjson(items), "items.ndjson")
@@ -289,7 +290,7 @@ def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSumm
     keys = [f"tiles/{t.tile_id}/{p}.tif" for t in todo if t.tile_id in manifest.done() for p in products]
     if finished:
         item_dicts = [store.get_json(f"tiles/{t.tile_id}/item.json") for t in finished]
-        desc = f"PIMC maps of run {key}: {request.encoder.config.name}, {weights}"
+        desc = f"PIMC maps of run {key}: {request.encoder.config.describe()}, {weights}"
         store.put_json(
             output_collection(item_dicts, collection=request.collection_id, description=desc),
             "collection.json",

@@ -111,7 +111,7 @@ class MapRequest(AreaRequest):
         """What decides an image-patch encoder's input besides its config: bands, composite and the read halo
         (None for plot encoders, whose run keys stay as they were)."""
         config = self.encoder.config
-        if config.inputs == "plots":
+        if "patches" not in config.inputs.split("+"):
             return None
         return {"bands": list(BANDS), "composite": self.encoder.composite, "halo": config.halo}
 

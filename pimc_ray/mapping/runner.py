@@ -21,7 +21,7 @@ import numpy as np
 
 from pimc_ray.data.tiles import OutputGrid, Window
 from pimc_ray.errors import InvalidConfigError
-from pimc_ray.parallel import GDAL_CACHE_MB, actor_stage, bound_memory, index_dataset
+from pimc_ray.parallel import GDAL_CACHE_MB, actor_stage, bound_memory, check_resources, index_dataset
 from pimc_ray.progress import Meter, Progress
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class Parallelism:
     """Read actors (each holds the run's items once and reads one window at a time)."""
     gdal_cache_mb: int = GDAL_CACHE_MB
     """GDAL block cache per process (see :func:`pimc_ray.parallel.bound_memory`)."""
+    wait_for_resources: bool = False
+    """Start even when the cluster cannot place every actor now (it autoscales); else refuse up front."""
 
     def __post_init__(self) -> None:
         if min(self.workers, self.cpus_per_worker, self.gpus_per_worker, self.read_cpus) < 0:
@@ -176,11 +178,23 @@ def _on_ray(
     ctx.execution_options.preserve_order = True  # tile by tile: few tiles open at once in the writer
     ctx.enable_progress_bars = False  # the runner prints its own progress
     cache = parallel.gdal_cache_mb
+    readers = min(parallel.readers, len(tasks))
+    if not parallel.wait_for_resources:
+        needs = {
+            "CPU": readers * parallel.read_cpus + parallel.workers * parallel.cpus_per_worker,
+            "GPU": parallel.workers * parallel.gpus_per_worker,
+        }
+        check_resources(
+            needs,
+            what=f"mapping with {readers} read actors x {parallel.read_cpus:g} CPU and {parallel.workers} encoder "
+            f"actors x {parallel.cpus_per_worker:g} CPU, {parallel.gpus_per_worker:g} GPU",
+            fix="lower --workers, --cpus-per-worker, --gpus-per-worker, --readers or --read-cpus",
+        )
     ds = actor_stage(
         index_dataset(len(tasks)),
         _ReadStage,
         kwargs={"tasks": tasks, "reader": reader, "gdal_cache_mb": cache},
-        actors=min(parallel.readers, len(tasks)),
+        actors=readers,
         cpus=parallel.read_cpus,
     )
     ds = actor_stage(

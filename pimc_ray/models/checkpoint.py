@@ -33,6 +33,8 @@ from pimc_ray.models.registry import build_encoder, encoder_class
 
 __all__ = [
     "CONFIG",
+    "DEFAULT_RP_PARAMS",
+    "PAPER_RP_PARAMS",
     "WEIGHTS",
     "EncoderConfig",
     "EncoderRef",
@@ -45,6 +47,12 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+
+#: The default RP encoder: stages 16-32-64, one basic block each, 64-d; about 8.5 MFLOP per 36 x 36 plot.
+DEFAULT_RP_PARAMS: Mapping[str, Any] = {"widths": [16, 32, 64], "blocks": 1, "embed_dim": 64}
+#: The RP encoder at the size earlier versions used by default (stages 32-64-128): about 33.3 MFLOP per plot,
+#: no better beside the index series in docs/learning-check.md's ablation, and slower than the speed target.
+PAPER_RP_PARAMS: Mapping[str, Any] = {"widths": [32, 64, 128], "blocks": 1, "embed_dim": 64}
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
@@ -55,10 +63,8 @@ class EncoderConfig:
 
     name: str = "rp-resnet"
     """Registry name of the encoder."""
-    params: Mapping[str, Any] = field(
-        default_factory=lambda: {"widths": [32, 64, 128], "blocks": 1, "embed_dim": 64}
-    )
-    """Keyword arguments of the encoder class."""
+    params: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_RP_PARAMS))
+    """Keyword arguments of the encoder class (the default RP encoder's: :data:`DEFAULT_RP_PARAMS`)."""
     seed: int = 0
     """Seed of the random initialisation (when no checkpoint is loaded)."""
 
@@ -73,7 +79,8 @@ class EncoderConfig:
     def inputs(self) -> str:
         """What the encoder sees of a pixel: ``"plots"`` (its recurrence plots), ``"patches"`` (an image patch) or
         ``"plots+patches"`` (both: the joint encoder)."""
-        return str(encoder_class(self.name).inputs)  # type: ignore[attr-defined]
+        fixed = getattr(encoder_class(self.name), "inputs", None)
+        return str(fixed) if isinstance(fixed, str) else str(self.build().inputs)  # a concat: its parts say
 
     @property
     def halo(self) -> int:
@@ -83,6 +90,12 @@ class EncoderConfig:
         with these parameters to ask it, which takes milliseconds.
         """
         return int(self.build().halo)
+
+    def describe(self) -> str:
+        """The encoder's name, with its parts for an encoder made of several (``pimc-concat(index-series,
+        rp-resnet)``): how outputs name the embedding they hold."""
+        parts = self.params.get("parts") or [self.params[k] for k in ("rp", "rsi") if k in self.params]
+        return f"{self.name}({', '.join(str(p['name']) for p in parts)})" if parts else self.name
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": dict(self.params), "seed": self.seed}

@@ -33,14 +33,17 @@ __all__ = [
     "JointEncoder",
     "PatchEncoder",
     "PlotEncoder",
+    "ConcatEncoder",
+    "IndexSeries",
     "RPEncoder",
     "RSIEncoder",
+    "SeriesEncoder",
     "parts",
 ]
 
-#: What an encoder sees of a pixel: its recurrence plots (N, 3, T, T), an image patch around it (N, B, k, k), or
-#: both (``forward(plots, patches)``).
-EncoderInputs = Literal["plots", "patches", "plots+patches"]
+#: What an encoder sees of a pixel: its recurrence plots (N, 3, T, T), its index series (N, 3, T), an image patch
+#: around it (N, B, k, k), or several of these (a joint encoder: ``forward`` takes one tensor per part).
+EncoderInputs = Literal["plots", "series", "patches", "plots+patches", "series+plots", "series+plots+patches"]
 
 
 class PlotEncoder(Protocol):
@@ -52,6 +55,17 @@ class PlotEncoder(Protocol):
     """0: a pixel's plots come from its own series."""
 
     def __call__(self, plots: torch.Tensor) -> torch.Tensor: ...
+
+
+class SeriesEncoder(Protocol):
+    """An encoder of index series: ``(N, 3, T)`` NDVI, EVI, SAVI -> ``(N, embed_dim)`` (``index-series``)."""
+
+    inputs: Literal["series"]
+    embed_dim: int
+    halo: int
+    """0: a pixel's series are its own."""
+
+    def __call__(self, series: torch.Tensor) -> torch.Tensor: ...
 
 
 class PatchEncoder(Protocol):
@@ -118,9 +132,9 @@ class RPEncoder(nn.Module):
 
     A stride-2 3x3 stem (T x T -> T/2), then one stage per entry of ``widths``, each of ``blocks`` basic blocks,
     every stage after the first halving the resolution; global average pooling and a linear layer to
-    ``embed_dim``. With the defaults (widths 32-64-128, one block each) a 3 x 36 x 36 plot costs about
-    33 MFLOP (see :func:`pimc_ray.models.flops_per_sample`), inside the ~50 MFLOP per pixel budget of
-    docs/design.md. An ImageNet ResNet-18 at 224 x 224 would cost 1.8 GFLOP.
+    ``embed_dim``. With the defaults (widths 16-32-64, one block each) a 3 x 36 x 36 plot costs about
+    8.5 MFLOP (see :func:`pimc_ray.models.flops_per_sample`), with widths 32-64-128 about 33 MFLOP, both inside
+    the ~50 MFLOP per pixel budget of docs/design.md. An ImageNet ResNet-18 at 224 x 224 would cost 1.8 GFLOP.
 
     Args:
         in_channels: plot channels (3: NDVI, EVI, SAVI).
@@ -136,7 +150,7 @@ class RPEncoder(nn.Module):
     def __init__(
         self,
         in_channels: int = 3,
-        widths: Sequence[int] = (32, 64, 128),
+        widths: Sequence[int] = (16, 32, 64),
         blocks: int = 1,
         embed_dim: int = 64,
     ) -> None:
@@ -253,3 +267,69 @@ class JointEncoder(nn.Module):
     def forward(self, plots: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         # plots (N, 3, T, T), patches (N, bands, k, k) of the same N pixels -> (N, rp dim + rsi dim)
         return torch.cat([self.rp(plots), self.rsi(patches)], dim=1)
+
+
+@register_encoder("index-series")
+class IndexSeries(nn.Module):
+    """A pixel's regular-grid index series as its embedding: ``(N, 3, T)`` NDVI, EVI, SAVI -> ``(N, 3 T)``.
+
+    No weights and no cost: what the series hold, level and timing included, which recurrence plots drop (they
+    hold distances between dates only). Beside a pretrained RP encoder (``pimc-concat``) it makes the
+    default embedding (with the image-patch encoder too) of docs/learning-check.md.
+
+    Args:
+        steps: time steps T of the series it takes.
+    """
+
+    inputs: ClassVar[EncoderInputs] = "series"
+    halo: int = 0
+
+    def __init__(self, steps: int = 36) -> None:
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        self.steps = steps
+        self.embed_dim = 3 * steps
+
+    def forward(self, series: torch.Tensor) -> torch.Tensor:
+        # series: (N, 3, T) -> (N, 3 T), index-major (NDVI at every step, then EVI, then SAVI)
+        if series.shape[1:] != (3, self.steps):
+            raise ValueError(f"expected (N, 3, {self.steps}) index series, got {tuple(series.shape)}")
+        return series.flatten(1)
+
+
+@register_encoder("pimc-concat")
+class ConcatEncoder(nn.Module):
+    """Single-input encoders side by side: a pixel's embedding is theirs concatenated, in ``parts`` order.
+
+    The default export of pretraining is ``index-series``, then the pretrained ``rp-resnet`` and ``rsi-cnn``:
+    what the series hold, what the plots' encoder learnt of their shape and what the patch encoder learnt of the
+    pixel's surroundings. Mapping embeds each part from the input it declares (:func:`parts`).
+
+    Args:
+        parts: ``[{"name", "params"}, ...]`` of single-input encoders (``inputs`` plots, series or patches).
+    """
+
+    def __init__(self, parts: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__()
+        if not parts:
+            raise ValueError("pimc-concat needs at least one part")
+        built = [build_encoder(p["name"], p.get("params", {})) for p in parts]
+        for spec, part in zip(parts, built, strict=True):
+            if "+" in str(part.inputs):
+                raise ValueError(
+                    f"pimc-concat takes single-input encoders, got {spec['name']!r} ({part.inputs})"
+                )
+        self.towers = nn.ModuleList(built)
+        self.parts = tuple(built)
+        """The towers, in the order of the embedding's dimensions (see :func:`parts`)."""
+        self.inputs = "+".join(str(part.inputs) for part in built)
+        self.halo = max(int(part.halo) for part in built)
+        self.embed_dim = sum(int(part.embed_dim) for part in built)
+        patch_parts = [part for part in built if part.inputs == "patches"]
+        if patch_parts:
+            self.in_channels = int(patch_parts[0].in_channels)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        # one input per part, in parts order -> (N, sum of the parts' embed_dim)
+        return torch.cat([tower(x) for tower, x in zip(self.towers, inputs, strict=True)], dim=1)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,11 @@ class TrainConfig:
     ``[-time_shift, time_shift]`` (edge values repeated) before its plots are built, so that the RP encoder
     learns features that survive a field sown a little earlier or a region a little later (2: up to 20 days
     either way on the default 10-day grid; 0: none, as in the paper)."""
+    haze: float = 0.0
+    """Augmentation: each step of each pair's series is hazed with this probability before its plots are built:
+    a residual aerosol path reflectance that brightens blue most (``a * (1, 0.62, 0.42)`` added to blue, red
+    and NIR, the ground dimmed by ``2 a``, ``a`` up to 0.05), what atmospheric correction and SCL leave in on
+    real dates, so that the RP encoder does not learn the haze of one place and date as a feature of it."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -45,9 +51,11 @@ class TrainConfig:
         if (
             min(self.weight_decay, self.warmup_steps, self.shuffle_buffer, self.time_shift) < 0
             or self.lr <= 0
+            or not 0.0 <= self.haze <= 1.0
         ):
             raise ValueError(
-                "lr must be positive; weight_decay, warmup_steps, shuffle_buffer and time_shift non-negative"
+                "lr must be positive; weight_decay, warmup_steps, shuffle_buffer and time_shift non-negative; "
+                "haze a probability"
             )
 
     def lr_at(self, step: int) -> float:
@@ -79,11 +87,15 @@ class RunSpec:
     """Ray Train workers (DDP ranks)."""
     use_gpu: bool = False
     """One GPU per worker, nccl, bf16 autocast."""
-    cpus_per_worker: float = 1.0
-    """CPUs each worker reserves; leave some to the pair readers (e.g. 0.5 x 2 workers on 2 cores)."""
+    cpus_per_worker: float | None = None
+    """CPUs each worker reserves; None fits the cluster: what the pair readers leave, shared by the workers, at
+    most 1 each (0.5 x 2 workers beside one 1-CPU reader on 2 cores). See :meth:`fitted`."""
     readers: int = 1
     """Ray Data actors reading pair windows."""
     reader_cpus: float = 1.0
+    """CPUs each pair reader reserves."""
+    wait_for_resources: bool = False
+    """Start even when the cluster cannot place every worker and reader now (it autoscales); else refuse."""
     keep_checkpoints: int = 3
     """Checkpoints kept in storage (the newest)."""
     s3_endpoint: str | None = None
@@ -98,3 +110,18 @@ class RunSpec:
             raise ValueError(
                 "workers, readers and keep_checkpoints must be at least 1, max_failures at least 0"
             )
+        if (self.cpus_per_worker is not None and self.cpus_per_worker <= 0) or self.reader_cpus <= 0:
+            raise ValueError("cpus_per_worker and reader_cpus must be positive")
+
+    def fitted(self, cluster_cpus: float) -> RunSpec:
+        """This spec with ``cpus_per_worker`` chosen for a cluster of ``cluster_cpus`` CPUs when it is None: the
+        CPUs the readers leave, split over the workers, at most 1 and at least 0.1 each (rounded down to 0.05)."""
+        if self.cpus_per_worker is not None:
+            return self
+        spare = (cluster_cpus - self.readers * self.reader_cpus) / self.workers
+        return dataclasses.replace(self, cpus_per_worker=max(0.1, min(1.0, math.floor(spare * 20) / 20)))
+
+    @property
+    def cpus(self) -> float:
+        """CPUs the run reserves: its workers' and its readers'."""
+        return self.workers * (self.cpus_per_worker or 0.0) + self.readers * self.reader_cpus

@@ -12,27 +12,40 @@ from pimc_ray.models.checkpoint import EncoderConfig, save_checkpoint
 from pimc_ray.models.train_state import load_training_checkpoint
 from pimc_ray.training.config import RunSpec
 
-__all__ = ["JOINT_EXPORT", "RSI_EXPORT", "export_encoder"]
+__all__ = ["JOINT_EXPORT", "RP_EXPORT", "RSI_EXPORT", "default_embedding", "export_encoder"]
 
+#: Sub-folder of an export holding the RP encoder alone (the paper's embedding), an encoder checkpoint of its own.
+RP_EXPORT = "rp"
 #: Sub-folder of an export holding the RSI (image-patch) encoder, an encoder checkpoint of its own.
 RSI_EXPORT = "rsi"
 #: Sub-folder of an export holding both encoders side by side (``pimc-joint``), an encoder checkpoint too.
 JOINT_EXPORT = "joint"
 
 
+def default_embedding(rp: EncoderConfig, rsi: EncoderConfig, steps: int) -> EncoderConfig:
+    """The embedding a pretraining run exports as its default (``pimc-concat``): the pixel's index series
+    (``steps`` per index), its pretrained RP encoder and its pretrained image-patch (RSI) encoder side by side,
+    the learning check's best (docs/learning-check.md)."""
+    series = {"name": "index-series", "params": {"steps": steps}}
+    return EncoderConfig(name="pimc-concat", params={"parts": [series, rp.to_dict(), rsi.to_dict()]})
+
+
 def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, filesystem: Any = None) -> Path:
     """Write the encoders of a training checkpoint (local or in object storage) for mapping; returns ``out``.
 
-    Three encoder checkpoints, each one ``jobs/embed_aoi.py --checkpoint`` and :func:`load_checkpoint` accept::
+    Four encoder checkpoints, each one ``jobs/embed_aoi.py --checkpoint`` and :func:`load_checkpoint` accept::
 
-        out/model.safetensors, out/config.json              the RP encoder (rp-resnet)
+        out/model.safetensors, out/config.json              the default embedding (pimc-concat): the index series,
+                                                            the RP encoder and the RSI encoder side by side
+                                                            (:func:`default_embedding`), with a ``patches`` record
+        out/rp/model.safetensors, out/rp/config.json        the RP encoder alone (rp-resnet), the paper's
         out/rsi/model.safetensors, out/rsi/config.json      the RSI encoder (rsi-cnn), with a ``patches`` record
                                                             (bands, composite, patch size) of its pretraining pairs
-        out/joint/model.safetensors, out/joint/config.json  both side by side (pimc-joint), the same record
+        out/joint/model.safetensors, out/joint/config.json  RP and RSI side by side (pimc-joint), the same record
 
-    Every ``config.json`` has ``"kind": "pimc-encoder"``, the ``branch`` (``rp``, ``rsi`` or ``joint``) and a
-    ``trained`` record. Loading ``out`` reads and hashes its own two files only, so the sub-folders do not disturb
-    it; they are written after the RP encoder, because writing a checkpoint replaces its whole folder.
+    Every ``config.json`` has ``"kind": "pimc-encoder"``, the ``branch`` (``default``, ``rp``, ``rsi`` or
+    ``joint``) and a ``trained`` record. Loading ``out`` reads and hashes its own two files only, so the
+    sub-folders do not disturb it; they are written after it, because writing a checkpoint replaces its folder.
     """
     with tempfile.TemporaryDirectory(prefix="pimc-export-") as tmp:
         local = checkpoint
@@ -60,7 +73,15 @@ def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, fi
             "composite": (pairs or {}).get("composite", MEDIAN),
             "patch_size": config.patch_size,
         }
-        folder = save_checkpoint(out, state.model.rp, config.rp, extra={**meta, "branch": "rp"})
+        steps = int(((pairs or {}).get("series") or {}).get("steps", 36))
+        default_config = default_embedding(config.rp, config.rsi, steps)
+        default = default_config.build()
+        default.towers[1].load_state_dict(state.model.rp.state_dict())
+        default.towers[2].load_state_dict(state.model.rsi.state_dict())
+        folder = save_checkpoint(
+            out, default, default_config, extra={**meta, "branch": "default", "patches": patches}
+        )
+        save_checkpoint(folder / RP_EXPORT, state.model.rp, config.rp, extra={**meta, "branch": "rp"})
         save_checkpoint(
             folder / RSI_EXPORT,
             state.model.rsi,

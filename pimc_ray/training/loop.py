@@ -29,7 +29,7 @@ from pimc_ray.models.pimc import PIMCConfig
 from pimc_ray.training.checkpoints import CHECKPOINT_PREFIX, storage_filesystem
 from pimc_ray.training.config import TrainConfig
 
-__all__ = ["move_series", "plots_from_series", "shift_series", "train_loop_per_worker"]
+__all__ = ["haze_series", "move_series", "plots_from_series", "shift_series", "train_loop_per_worker"]
 
 
 def plots_from_series(series: np.ndarray) -> Any:
@@ -59,6 +59,24 @@ def shift_series(series: np.ndarray, max_shift: int, rng: np.random.Generator) -
     if max_shift == 0:
         return series
     return move_series(series, rng.integers(-max_shift, max_shift + 1, size=len(series)))
+
+
+#: Relative path reflectance of an aerosol residual in blue, red and NIR (about ``(lambda / 490 nm) ** -1.5``).
+_AEROSOL_SHAPE = np.array([1.00, 0.62, 0.42], dtype=np.float32)
+
+
+def haze_series(
+    series: np.ndarray, probability: float, rng: np.random.Generator, *, most: float = 0.05
+) -> np.ndarray:
+    """The haze augmentation: ``(n, 3, T)`` blue, red, NIR series with each step of each sample hazed with
+    ``probability``: ``x * (1 - 2 a) + a * shape``, ``a`` uniform in ``[0, most]``, ``shape`` the aerosol
+    path reflectance of blue, red and NIR (1, 0.62, 0.42)."""
+    if probability == 0:
+        return series
+    n, _, steps = series.shape
+    load = np.where(rng.random((n, 1, steps)) < probability, rng.uniform(0, most, (n, 1, steps)), 0.0)
+    load = load.astype(np.float32)
+    return series * (1 - 2 * load) + load * _AEROSOL_SHAPE[None, :, None]
 
 
 class _Worker:
@@ -123,6 +141,7 @@ class _Worker:
         if not self.t0:
             self.t0 = time.perf_counter()  # rate from the first batch: startup is not throughput
         series = shift_series(batch["series"], self.config.time_shift, self.augment)
+        series = haze_series(series, self.config.haze, self.augment)
         plots = plots_from_series(series).to(self.device, non_blocking=True)
         patches = torch.from_numpy(batch["patch"]).to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:

@@ -27,16 +27,16 @@ out, so the training set is read as it is consumed and never held in memory.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import shapely
-import shapely.geometry
 from pyproj import Transformer
 
 from pimc_ray.data.catalogs import BANDS
+from pimc_ray.data.footprints import ItemIndex
 from pimc_ray.data.series import INDEX_BAND_POSITIONS, SeriesSpec, crop_halo, read_series
 from pimc_ray.data.tiles import OutputGrid, Window
 from pimc_ray.kernels.indices import vegetation_indices
@@ -44,9 +44,9 @@ from pimc_ray.kernels.patches import check_composite, composite, patch_ok, patch
 from pimc_ray.parallel import actor_stage, bound_memory
 
 __all__ = [
+    "draw_pairs",
     "hilbert_index",
     "hilbert_sort",
-    "items_over",
     "read_pairs",
     "spread_order",
     "stratified_pick",
@@ -57,6 +57,8 @@ __all__ = [
     "PairStream",
     "Task",
     "Visit",
+    "WindowPixels",
+    "window_pixels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -241,31 +243,26 @@ def visit_plan(n_tasks: int, *, start: int, count: int, seed: int = 0) -> list[V
 # --- reading pairs ------------------------------------------------------------------------------------------
 
 
-def items_over(
-    items: Sequence[Mapping[str, Any]], grid: OutputGrid, window: Window
-) -> list[Mapping[str, Any]]:
-    """The items whose lon/lat bbox meets ``window`` of ``grid`` (stackstac then opens fewer files)."""
-    to_lonlat = Transformer.from_crs(grid.epsg, 4326, always_xy=True)
-    area = shapely.transform(shapely.geometry.box(*window.bounds), to_lonlat.transform, interleaved=False)
-    out = []
-    for item in items:
-        bounds = list(item.get("bbox") or shapely.geometry.shape(item["geometry"]).bounds)
-        if len(bounds) == 6:  # 3-D bbox: (minx, miny, minz, maxx, maxy, maxz)
-            bounds = [bounds[0], bounds[1], bounds[3], bounds[4]]
-        if shapely.geometry.box(*bounds).intersects(area):
-            out.append(item)
-    return out
+@dataclass(frozen=True)
+class WindowPixels:
+    """What the pairs of one window are drawn from: read once, drawn from at every visit."""
+
+    image: np.ndarray
+    """``(10, H, W)`` composite of the window grown by the patch halo (NaN nodata)."""
+    series: np.ndarray
+    """``(P, 3, T)`` blue, red, NIR series of the window's own pixels."""
+    candidates: np.ndarray
+    """Pixels whose series, indices and whole patch are free of nodata, in Hilbert order along the window."""
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.image.nbytes + self.series.nbytes + self.candidates.nbytes)
 
 
-def read_pairs(
-    items: Sequence[Mapping[str, Any]], spec: PairSpec, grid: OutputGrid, window: Window, *, seed: int
-) -> dict[str, np.ndarray]:
-    """Up to ``spec.pixels_per_window`` valid pairs of one window, drawn along its Hilbert curve.
-
-    Returns:
-        ``series`` (n, 3, T) float32 blue/red/NIR, ``patch`` (n, 10, k, k) float32, and the pixel's ``x``,
-        ``y`` (n,) float64 centre coordinates and ``epsg`` (n,) int32, in Hilbert order.
-    """
+def window_pixels(
+    items: Sequence[Mapping[str, Any]], spec: PairSpec, grid: OutputGrid, window: Window
+) -> WindowPixels:
+    """Read one window (all ten bands, grown by the patch halo) and find the pixels pairs may be drawn at."""
     k, m = spec.patch_size, spec.patch_size // 2
     big = window.grown(m, grid.resolution)
     values = read_series(items, spec.read_spec, grid, big).values  # (T, 10, P')
@@ -286,12 +283,25 @@ def read_pairs(
     rows, cols = np.divmod(candidates, w)
     order = int(np.ceil(np.log2(max(h, w, 2))))
     candidates = candidates[np.argsort(hilbert_index(cols, rows, order), kind="stable")]
+    return WindowPixels(np.ascontiguousarray(image), np.ascontiguousarray(series), candidates)
+
+
+def draw_pairs(
+    pixels: WindowPixels, spec: PairSpec, grid: OutputGrid, window: Window, *, seed: int
+) -> dict[str, np.ndarray]:
+    """Up to ``spec.pixels_per_window`` pairs of a window, one per run of its Hilbert curve (seeded).
+
+    Returns:
+        ``series`` (n, 3, T) float32 blue/red/NIR, ``patch`` (n, 10, k, k) float32, and the pixel's ``x``,
+        ``y`` (n,) float64 centre coordinates and ``epsg`` (n,) int32, in Hilbert order.
+    """
+    candidates = pixels.candidates
     pick = candidates[stratified_pick(len(candidates), spec.pixels_per_window, np.random.default_rng(seed))]
-    rows, cols = np.divmod(pick, w)
-    patches = patches_at(image, rows, cols, k)  # (n, 10, k, k)
+    rows, cols = np.divmod(pick, window.width)
+    patches = patches_at(pixels.image, rows, cols, spec.patch_size)  # (n, 10, k, k)
     xmin, _, _, ymax = window.bounds
     return {
-        "series": np.ascontiguousarray(series[pick], dtype=np.float32),
+        "series": np.ascontiguousarray(pixels.series[pick], dtype=np.float32),
         "patch": patches,
         "x": xmin + (cols + 0.5) * grid.resolution,
         "y": ymax - (rows + 0.5) * grid.resolution,
@@ -299,29 +309,61 @@ def read_pairs(
     }
 
 
+def read_pairs(
+    items: Sequence[Mapping[str, Any]], spec: PairSpec, grid: OutputGrid, window: Window, *, seed: int
+) -> dict[str, np.ndarray]:
+    """Up to ``spec.pixels_per_window`` valid pairs of one window, drawn along its Hilbert curve
+    (:func:`window_pixels`, then :func:`draw_pairs`)."""
+    return draw_pairs(window_pixels(items, spec, grid, window), spec, grid, window, seed=seed)
+
+
 class PairReader:
     """Ray Data UDF: a batch of visits (``task``, ``seed``, ``visit`` columns) -> the pairs of their windows.
 
-    Holds the items and the task list once per actor, as the Ray Data batch-inference guide recommends.
+    Holds the items and the task list once per actor, as the Ray Data batch-inference guide recommends, and the
+    pixels of the windows it read last (:class:`WindowPixels`, up to ``cache_mb``): a window is read once and
+    drawn from at every later visit while it stays in the cache. Reading is what a pair costs (about 9 in 10 of
+    a visit's time, ``benchmarks/bench_pairs.py``), and a region of fewer windows than the run's visits visits
+    each window many times.
     """
 
-    def __init__(self, items: Sequence[Mapping[str, Any]], tasks: Sequence[Task], spec: PairSpec) -> None:
+    def __init__(
+        self, items: Sequence[Mapping[str, Any]], tasks: Sequence[Task], spec: PairSpec, cache_mb: int = 1024
+    ) -> None:
         bound_memory()  # bounded block cache and heap, as in the mapping workers
-        self.items = list(items)
+        self.items = ItemIndex(items)
         self.tasks = list(tasks)
         self.spec = spec
+        self.cache_bytes = cache_mb * 1024 * 1024
+        self.cache: OrderedDict[int, WindowPixels] = OrderedDict()
+
+    def pixels(self, task: int) -> WindowPixels | None:
+        """The pixels of window ``task``: cached, or read (None where no item covers the window)."""
+        if task in self.cache:
+            self.cache.move_to_end(task)
+            return self.cache[task]
+        grid, window = self.tasks[task]
+        grown = window.grown(self.spec.patch_size // 2, grid.resolution)
+        items = self.items.over(grid.epsg, grown.bounds, grid.resolution)
+        if not items:
+            logger.warning(
+                "no item covers window %s of EPSG:%d; it yields no pairs", window.bounds, grid.epsg
+            )
+            return None
+        pixels = window_pixels(items, self.spec, grid, window)
+        self.cache[task] = pixels
+        while self.cache and sum(p.nbytes for p in self.cache.values()) > self.cache_bytes:
+            self.cache.popitem(last=False)
+        return pixels
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         parts = []
         for task, seed, visit in zip(batch["task"], batch["seed"], batch["visit"], strict=True):
-            grid, window = self.tasks[int(task)]
-            items = items_over(self.items, grid, window.grown(self.spec.patch_size // 2, grid.resolution))
-            if not items:
-                logger.warning(
-                    "no item covers window %s of EPSG:%d; it yields no pairs", window.bounds, grid.epsg
-                )
+            pixels = self.pixels(int(task))
+            if pixels is None:
                 continue
-            pairs = read_pairs(items, self.spec, grid, window, seed=int(seed))
+            grid, window = self.tasks[int(task)]
+            pairs = draw_pairs(pixels, self.spec, grid, window, seed=int(seed))
             pairs["visit"] = np.full(len(pairs["x"]), int(visit), dtype=np.int64)
             parts.append(pairs)
         if not parts:
@@ -352,6 +394,8 @@ class PairStream:
     """Ray Data actors reading windows."""
     reader_cpus: float = 1.0
     """CPUs each reader reserves."""
+    cache_mb: int = 1024
+    """Memory each reader keeps the windows it read in, to draw from them again at later visits."""
 
     def dataset(self, *, start: int, count: int) -> Any:
         """The Ray Data pipeline of visits ``start .. start + count - 1`` (see :func:`visit_plan`)."""
@@ -362,7 +406,7 @@ class PairStream:
         return actor_stage(
             ray.data.from_items(rows, override_num_blocks=max(1, len(rows))),
             PairReader,
-            kwargs={"items": self.items, "tasks": self.tasks, "spec": self.spec},
+            kwargs={"items": self.items, "tasks": self.tasks, "spec": self.spec, "cache_mb": self.cache_mb},
             actors=self.readers,
             cpus=self.reader_cpus,
         )

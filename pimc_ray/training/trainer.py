@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from pimc_ray.errors import InternalError, PimcError
+from pimc_ray.parallel import check_resources
 from pimc_ray.progress import Progress
 from pimc_ray.training.checkpoints import resume_step, storage_filesystem
 from pimc_ray.training.config import RunSpec, TrainConfig
-from pimc_ray.training.export import JOINT_EXPORT, RSI_EXPORT, export_encoder
+from pimc_ray.training.export import JOINT_EXPORT, RP_EXPORT, RSI_EXPORT, export_encoder
 from pimc_ray.training.loop import train_loop_per_worker
 from pimc_ray.training.pairs import PairStream
 
@@ -108,6 +109,7 @@ def pretrain(
     if start < config.steps:
         if not ray.is_initialized():
             ray.init(log_to_driver=True)
+        run = _fit_to_cluster(run, stream)
         ray.data.DataContext.get_current().enable_progress_bars = show_data_progress
         first, count = visits_needed(config, stream, start)
         progress(
@@ -125,11 +127,29 @@ def pretrain(
     if export_to is not None:
         exported = export_encoder(result_checkpoint, export_to, run=run, filesystem=filesystem)
         progress(
-            f"[pretrain] exported the RP encoder to {exported}, the RSI encoder to {exported / RSI_EXPORT} "
-            f"and both (joint) to {exported / JOINT_EXPORT}"
+            f"[pretrain] exported the default embedding (index series + RP + RSI encoders) to {exported}, the RP "
+            f"encoder alone to {exported / RP_EXPORT}, the RSI encoder to {exported / RSI_EXPORT} and RP + RSI "
+            f"to {exported / JOINT_EXPORT}"
         )
     step = int(metrics.get("step", start))
     return PretrainResult(str(result_checkpoint), step, exported, metrics, time.perf_counter() - t0)
+
+
+def _fit_to_cluster(run: RunSpec, stream: PairStream) -> RunSpec:
+    """The run's worker CPUs chosen for the cluster (when not given), and the cluster checked to hold the run."""
+    import ray
+
+    run = run.fitted(float(ray.cluster_resources().get("CPU", 0.0)))
+    if not run.wait_for_resources:
+        gpus = run.workers if run.use_gpu else 0
+        check_resources(
+            {"CPU": run.cpus, "GPU": gpus},
+            what=f"pretraining with {run.workers} workers x {run.cpus_per_worker:g} CPU"
+            + (" and 1 GPU" if run.use_gpu else "")
+            + f" and {run.readers} pair readers x {run.reader_cpus:g} CPU",
+            fix="lower --workers, --cpus-per-worker, --readers or --reader-cpus",
+        )
+    return run
 
 
 def _trainer(
@@ -147,14 +167,14 @@ def _trainer(
             "resume_from": resume_from,
             "storage": run.storage_path,
             "s3_endpoint": run.s3_endpoint,
-            "threads": max(1, int(run.cpus_per_worker)),
+            "threads": max(1, int(run.cpus_per_worker or 1)),
             "run_meta": {"run": run.name, "pairs": stream.spec.to_dict()},
         },
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=run.workers,
             use_gpu=run.use_gpu,
-            resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})},
+            resources_per_worker={"CPU": run.cpus_per_worker or 1.0, **({"GPU": 1} if run.use_gpu else {})},
         ),
         run_config=ray.train.RunConfig(
             name=run.name,

@@ -226,3 +226,44 @@ def test_cuda_joint_path_matches_cpu():
     gpu = WindowEmbedder(SPEC, JOINT.build(), batch_size=128, device="cuda").compute(grid, window, series)
     np.testing.assert_array_equal(np.isnan(cpu), np.isnan(gpu.embedding))
     np.testing.assert_allclose(gpu.embedding, cpu, rtol=1e-3, atol=1e-4)
+
+
+# --- the series beside the plot: index series + RP encoder ----------------------------------------------------
+
+SERIES_RP = EncoderConfig(
+    name="pimc-concat",
+    params={"parts": [{"name": "index-series", "params": {"steps": 36}}, SMALL.to_dict()]},
+)
+
+
+def test_series_and_plots_side_by_side_are_the_indices_then_the_plot_embedding():
+    assert SERIES_RP.inputs == "series+plots" and SERIES_RP.halo == 0
+    assert series_reader(SPEC, [], SERIES_RP) == SeriesReader(SPEC, [])  # blue, red, NIR; no halo
+    footprint = shapely.geometry.box(0.0, 0.0, 80.0, 160.0)  # the west 8 columns of a 16 x 16 grid
+    grid = patch_grid(16, footprint)
+    window = window_of(grid, 0, 0, 16, 16)
+    series = random_series(n_pix=256, seed=4)  # (T, 3, P) blue, red, NIR: pixel 5 nodata, pixel 7 black
+    none = np.array([], "datetime64[D]")
+    ws = WindowSeries(series, np.full(256, 9, np.uint16), none, none)
+    model = SERIES_RP.build().eval()
+    result = WindowEmbedder(SPEC, model, batch_size=100).compute(grid, window, ws)
+    assert result.embedding.shape == (108 + 12, 16, 16)
+
+    # by hand, pixel 3 (row 0, col 3, inside the AOI): NDVI, EVI, SAVI at every step, then its plots' encoding
+    blue, red, nir = (series[:, c, 3] for c in range(3))
+    ndvi = (nir - red) / (nir + red)
+    evi = 2.5 * (nir - red) / (nir + 6 * red - 7.5 * blue + 1)
+    savi = 1.5 * (nir - red) / (nir + red + 0.5)
+    by_hand = np.clip(np.concatenate([ndvi, evi, savi]), -1, 1)  # indices are clipped to [-1, 1] (policy)
+    np.testing.assert_allclose(result.embedding[:108, 0, 3], by_hand, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        plots = torch.from_numpy(rp_from_reflectance(blue[None], red[None], nir[None]))
+        expected = model.towers[1](plots).numpy()[0]
+    np.testing.assert_allclose(result.embedding[108:, 0, 3], expected, rtol=1e-5, atol=1e-6)
+
+    # nodata: whole pixels, outside the AOI, where the series has none (5) and where an index is undefined (7)
+    nodata = np.isnan(result.embedding).all(axis=0).reshape(-1)
+    assert (np.isnan(result.embedding).any(axis=0).reshape(-1) == nodata).all()
+    expected_nodata = ~grid.inside(window).reshape(-1)
+    expected_nodata[[5, 7]] = True
+    np.testing.assert_array_equal(nodata, expected_nodata)

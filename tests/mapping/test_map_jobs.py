@@ -21,6 +21,7 @@ from rasterio.warp import Resampling, reproject
 from rio_cogeo.cogeo import cog_validate
 
 from pimc_ray.data.aoi import load_aoi
+from pimc_ray.data.catalogs import BANDS
 from pimc_ray.io.storage import gdal_s3_env
 from pimc_ray.local import demo_aoi, demo_train_aoi, free_port
 from pimc_ray.local.archive import CLASSES
@@ -206,11 +207,28 @@ JOINT_ENCODER = {
 }
 
 
-@pytest.mark.parametrize("encoder", [PATCH_ENCODER, JOINT_ENCODER], ids=["rsi-cnn", "pimc-joint"])
+#: The default export's shape: the index series beside the RP and image-patch encoders.
+DEFAULT_SHAPE_ENCODER = {
+    "name": "pimc-concat",
+    "params": {
+        "parts": [
+            {"name": "index-series", "params": {"steps": 36}},
+            {"name": "rp-resnet", "params": {"widths": [8], "embed_dim": 4}},
+            {"name": "rsi-cnn", "params": {**PATCH_ENCODER["params"], "embed_dim": 4}},
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "encoder",
+    [PATCH_ENCODER, JOINT_ENCODER, DEFAULT_SHAPE_ENCODER],
+    ids=["rsi-cnn", "pimc-joint", "pimc-concat"],
+)
 def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(encoder, sample_archive, tmp_path, capsys):
-    """An rsi-cnn (or joint) checkpoint mapped over four 64-pixel tiles equals a single-tile run of the same
-    pixels: windows are read grown by the halo, so pixels along tile (and window) edges get the same patches as
-    interior ones."""
+    """An rsi-cnn (or joint, or the default concat) checkpoint mapped over four 64-pixel tiles equals a
+    single-tile run of the same pixels: windows are read grown by the halo, so pixels along tile (and window)
+    edges get the same patches as interior ones."""
     from pyproj import Transformer
 
     from pimc_ray.cli.jobs import embed_main
@@ -234,18 +252,30 @@ def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(encoder, sample_arch
         return json.loads((out / "manifest.json").read_text())
 
     tiled = embed(tmp_path / "tiled", "64", "32")  # window edges inside the tiles too
-    assert len(tiled["tiles"]) == 4 and tiled["params"]["patches"] == {
-        "bands": ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
-        "composite": "median",
-        "halo": 2,
-    }
+    patches = {"bands": list(BANDS), "composite": "median", "halo": 2}
+    assert len(tiled["tiles"]) == 4 and tiled["params"].get("patches") == (patches if config.halo else None)
     (single_tile,) = embed(tmp_path / "single", "256", "128")["tiles"]
     with rasterio.open(tmp_path / "tiled" / "mosaic_embedding_epsg32632.vrt") as m:
         mosaic, bounds = m.read(), m.bounds
     with rasterio.open(tmp_path / "single" / "tiles" / single_tile / "embedding.tif") as big:
         same = big.read(window=big.window(*bounds))
         assert json.loads(big.tags()["pimc_encoder"])["name"] == encoder["name"]
-    assert mosaic.shape == same.shape == (8, 128, 128)
+        descriptions = big.descriptions
+    # the STAC item names the embedding, its parts included; the bands say which part each dimension is
+    item = json.loads((tmp_path / "single" / "tiles" / single_tile / "item.json").read_text())
+    expected = {
+        "rsi-cnn": ("rsi-cnn", ["emb_00"]),
+        "pimc-joint": ("pimc-joint(rp-resnet, rsi-cnn)", ["rp_00", "rsi_00"]),
+        "pimc-concat": (
+            "pimc-concat(index-series, rp-resnet, rsi-cnn)",
+            ["NDVI_2022-01-06", "rp_00", "rsi_00"],
+        ),
+    }
+    name, first_bands = expected[encoder["name"]]
+    assert item["properties"]["pimc:encoder"] == name
+    assert descriptions[0] == first_bands[0] and set(first_bands) <= set(descriptions)
+    assert len(descriptions) == len(set(descriptions)) == config.build().embed_dim
+    assert mosaic.shape == same.shape == (config.build().embed_dim, 128, 128)
     np.testing.assert_array_equal(np.isnan(mosaic), np.isnan(same))
     for edge in (mosaic[:, :, 63:65], mosaic[:, 63:65, :]):  # the pixels on both sides of the tile edges
         assert np.isfinite(edge).all(axis=0).sum() >= 2 * 30  # embedded along the AOI's ~40 pixels

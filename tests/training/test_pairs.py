@@ -7,6 +7,7 @@ import pytest
 import shapely.geometry
 
 from pimc_ray.data.catalogs import BANDS
+from pimc_ray.data.footprints import ItemIndex
 from pimc_ray.data.series import INDEX_BANDS, SeriesSpec, read_series
 from pimc_ray.data.stac import DateRange
 from pimc_ray.data.tiles import OutputGrid, Window
@@ -17,7 +18,6 @@ from pimc_ray.training.pairs import (
     PairSpec,
     hilbert_index,
     hilbert_sort,
-    items_over,
     read_pairs,
     spread_order,
     stratified_pick,
@@ -97,7 +97,7 @@ def test_pairs_are_the_series_and_the_composite_around_each_pixel(sample_archive
         (grid.bounds[0] + 480, grid.bounds[3] - 720, grid.bounds[0] + 800, grid.bounds[3] - 400),
     )
     spec = PairSpec(SERIES, patch_size=5, pixels_per_window=64, seed=1)
-    pairs = read_pairs(items_over(items, grid, window), spec, grid, window, seed=7)
+    pairs = read_pairs(ItemIndex(items).over(grid.epsg, window.bounds, 10.0), spec, grid, window, seed=7)
     n = len(pairs["x"])
     assert n == 64 and pairs["series"].shape == (n, 3, 36) and pairs["patch"].shape == (n, 10, 5, 5)
     assert np.isfinite(pairs["series"]).all() and np.isfinite(pairs["patch"]).all()
@@ -150,3 +150,29 @@ def test_pair_reader_concatenates_visits_and_skips_windows_without_items(sample_
     assert out["series"].shape == (20, 3, 36) and out["patch"].shape == (20, 10, 3, 3)
     assert out["visit"].tolist() == [4] * 10 + [6] * 10
     assert set(out) == {"series", "patch", "x", "y", "epsg", "visit"}
+
+
+def test_pair_reader_reads_a_window_once_and_draws_the_same_pairs_from_its_cache(sample_archive, monkeypatch):
+    import pimc_ray.training.pairs as pairs_module
+
+    items = sample_archive.read_items("sentinel-2-l2a")
+    grid = tile_grid("32TQR")
+    spec = PairSpec(SERIES, patch_size=3, pixels_per_window=10)
+    tasks = [(grid, w) for w in grid.windows(32)[:3]]
+    expected = [read_pairs(items, spec, g, w, seed=7) for g, w in tasks]  # no cache: read at every call
+    reads = []
+    real = pairs_module.window_pixels
+    monkeypatch.setattr(pairs_module, "window_pixels", lambda *a: reads.append(a[3]) or real(*a))
+    reader = PairReader(items, tasks, spec, cache_mb=1024)
+    batch = {"task": np.array([0, 1, 0, 2, 1, 0]), "seed": np.full(6, 7), "visit": np.arange(6)}
+    out = reader(batch)
+    assert reads == [w for _, w in tasks]  # each window read once, whatever the visits
+    for i, task in enumerate(batch["task"]):  # and drawn from exactly as a fresh read would be
+        np.testing.assert_array_equal(out["series"][10 * i : 10 * i + 10], expected[task]["series"])
+        np.testing.assert_array_equal(out["patch"][10 * i : 10 * i + 10], expected[task]["patch"])
+    # a cache of 1 MB holds two of these 34 x 34-pixel reads (~0.5 MB): the least recently used one goes
+    assert 2 * reader.cache[0].nbytes <= 1024 * 1024 < 3 * reader.cache[0].nbytes
+    reads.clear()
+    small = PairReader(items, tasks, spec, cache_mb=1)
+    np.testing.assert_array_equal(small(batch)["series"], out["series"])
+    assert [tasks.index((grid, w)) for w in reads] == [0, 1, 2, 1, 0] and list(small.cache) == [1, 0]

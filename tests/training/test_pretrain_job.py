@@ -19,13 +19,14 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 def pretrain_args(stac_url: str, out: Path, steps: int) -> list[str]:
+    """The job's arguments, its resources left at their defaults: 2 workers share what one pair reader leaves of
+    the 2-CPU head (the README's command, which hung on such a cluster when workers took 1 CPU each)."""
     return [
         "--aoi", tile_bbox("32TQR", TEST_SPEC, (0.1, 0.1, 0.9, 0.9)),
         "--start", "2022-01-01", "--end", "2022-12-31", "--stac-url", stac_url, "--out", str(out),
         "--train-steps", str(steps), "--batch-size", "32", "--checkpoint-every", "4", "--log-every", "4",
         "--warmup-steps", "2", "--window-size", "32", "--pixels-per-window", "128", "--patch-size", "3",
         "--shuffle-buffer", "64",
-        "--workers", "2", "--cpus-per-worker", "0.5",
     ]  # fmt: skip
 
 
@@ -78,10 +79,14 @@ def test_a_stopped_pretraining_job_resumes_when_resubmitted(ray_head, stac_api, 
     assert state.step == reached + 8 and state.meta["started_at"] == reached
     assert {int(s["step"]) for s in state.optimizer_state["state"].values()} == {reached + 8}
 
-    # the export is what `jobs/embed_aoi.py --checkpoint` loads: the default RP encoder
-    encoder, meta = load_checkpoint(out, expect=EncoderConfig())
-    assert meta["trained"]["step"] == reached + 8 and encoder.embed_dim == 64
+    # the export is what `jobs/embed_aoi.py --checkpoint` loads: the default embedding, the index series beside
+    # the default RP encoder and the RSI encoder; the RP encoder is also exported alone
+    encoder, meta = load_checkpoint(out)
+    assert meta["trained"]["step"] == reached + 8 and encoder.embed_dim == 3 * 36 + 64 + 64
+    assert meta["encoder"]["params"]["parts"][1]["params"] == EncoderConfig().params
     assert json.loads((out / "config.json").read_text())["kind"] == "pimc-encoder"
+    rp, _ = load_checkpoint(out / "rp", expect=EncoderConfig())
+    assert rp.embed_dim == 64
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import torch
 from pimc_ray.data.series import SeriesSpec
 from pimc_ray.data.stac import DateRange
 from pimc_ray.data.tiles import OutputGrid
-from pimc_ray.errors import CheckpointError, CheckpointMismatchError
+from pimc_ray.errors import CheckpointError, CheckpointMismatchError, InvalidConfigError
 from pimc_ray.local.archive import tile_info
 from pimc_ray.models import EncoderConfig, PIMCConfig, load_checkpoint, load_training_checkpoint
 from pimc_ray.training.checkpoints import checkpoint_step, checkpoints, resume_step, storage_filesystem
@@ -123,6 +123,23 @@ def adam_steps(folder) -> set[int]:
     return {int(s["step"]) for s in state.values()}
 
 
+def test_worker_cpus_fit_what_the_readers_leave_of_the_cluster():
+    run = RunSpec(name="r", storage_path="/tmp/runs")  # 2 workers, 1 reader x 1 CPU; worker CPUs: fit
+    assert run.fitted(2.0).cpus_per_worker == 0.5 and run.fitted(2.0).cpus == 2.0
+    assert run.fitted(16.0).cpus_per_worker == 1.0  # at most one each
+    assert run.fitted(1.0).cpus_per_worker == 0.1  # the floor: the check then refuses 1.2 CPUs on 1
+    assert RunSpec(name="r", storage_path="/tmp/runs", cpus_per_worker=1.0).fitted(2.0).cpus == 3.0
+
+
+@pytest.mark.slow
+def test_a_run_the_cluster_cannot_hold_is_refused_before_it_starts(local_ray, sample_archive, tmp_path):
+    run = RunSpec(name="big", storage_path=str(tmp_path / "runs"), workers=2, cpus_per_worker=1.0)
+    config = TrainConfig(model=TINY, steps=2, batch_size=16)
+    with pytest.raises(InvalidConfigError, match="needs 3 CPU but the Ray cluster has 2 CPU in all"):
+        pretrain(tiny_stream(sample_archive), config, run)  # 2 workers x 1 + 1 reader x 1 on 2 CPUs
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_a_stopped_run_resumes_from_its_checkpoint_step(local_ray, sample_archive, tmp_path):
     stream = tiny_stream(sample_archive)
@@ -144,8 +161,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint_step(local_ray, sample_archiv
     assert adam_steps(again.checkpoint) == {6}  # 4 restored + 2 new optimizer steps
     assert [s for s, _ in checkpoints(run)] == [6, 4, 2]
 
-    # the export is an encoder checkpoint of the RP encoder at that step, loadable by the mapping job
-    encoder, meta = load_checkpoint(tmp_path / "encoder-6", expect=TINY.rp)
+    # the export holds the RP encoder at that step (its rp/ folder), loadable by the mapping job
+    encoder, meta = load_checkpoint(tmp_path / "encoder-6" / "rp", expect=TINY.rp)
     assert meta["trained"]["step"] == 6 and meta["kind"] == "pimc-encoder"
     with torch.no_grad():
         x = torch.rand(2, 3, 36, 36)
@@ -219,7 +236,7 @@ def test_checkpoints_in_s3_resume_and_export(local_ray, s3, sample_archive, tmp_
         client.download_file("pimc-test", f"{prefix}/{name}/step_00000004/{f}", str(local / f))
     state = load_training_checkpoint(local)
     assert state.step == 4 and state.meta["started_at"] == 2 and adam_steps(local) == {4}
-    encoder, meta = load_checkpoint(tmp_path / "encoder", expect=TINY.rp)
+    encoder, meta = load_checkpoint(tmp_path / "encoder" / "rp", expect=TINY.rp)
     assert meta["trained"]["step"] == 4 and meta["trained"]["from"] == again.checkpoint
     with torch.no_grad():
         x = torch.rand(2, 3, 36, 36)
@@ -238,7 +255,7 @@ def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_export_writes_the_rp_encoder_and_the_rsi_and_joint_encoders_beside_it(tmp_path):
+def test_export_writes_the_default_embedding_and_the_rp_rsi_and_joint_encoders_beside_it(tmp_path):
     from pimc_ray.data.catalogs import BANDS
     from pimc_ray.models import save_training_checkpoint
     from pimc_ray.models.checkpoint import read_encoder_config
@@ -254,12 +271,23 @@ def test_export_writes_the_rp_encoder_and_the_rsi_and_joint_encoders_beside_it(t
     out = tmp_path / "encoder"
     for _ in range(2):  # a finished run resubmitted exports again over its own export
         assert export_encoder(str(ckpt), out) == out
-        assert sorted(p.name for p in out.iterdir()) == ["config.json", "joint", "model.safetensors", "rsi"]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "config.json",
+            "joint",
+            "model.safetensors",
+            "rp",
+            "rsi",
+        ]
 
-    # the folder itself is still the RP encoder checkpoint: the rsi sub-folder is not part of it
-    rp, meta = load_checkpoint(out, expect=TINY.rp)
+    # the folder itself is the default embedding: the index series beside the RP and RSI encoders; out/rp the RP
+    # encoder alone
+    default_config = read_encoder_config(out)
+    assert default_config.name == "pimc-concat" and default_config.inputs == "series+plots+patches"
+    default, default_meta = load_checkpoint(out, expect=default_config)
+    assert default_meta["branch"] == "default" and default.embed_dim == 3 * 36 + 16 + 16
+    rp, meta = load_checkpoint(out / "rp", expect=TINY.rp)
     assert meta["kind"] == "pimc-encoder" and meta["branch"] == "rp" and "patches" not in meta
-    assert read_encoder_config(out).inputs == "plots"
+    assert read_encoder_config(out / "rp").inputs == "plots"
     # out/rsi is an encoder checkpoint of the image-patch encoder, which the mapping job maps with a halo
     rsi_config = read_encoder_config(out / "rsi")
     assert rsi_config == TINY.rsi and rsi_config.inputs == "patches" and rsi_config.halo == 1
@@ -276,9 +304,13 @@ def test_export_writes_the_rp_encoder_and_the_rsi_and_joint_encoders_beside_it(t
     )
     joint, joint_meta = load_checkpoint(out / "joint", expect=joint_config)
     assert joint_meta["branch"] == "joint" and joint_meta["patches"] == rsi_meta["patches"]
+    assert default_meta["patches"] == rsi_meta["patches"]
     assert joint.embed_dim == rp.embed_dim + rsi.embed_dim == 32
     with torch.no_grad():
         plots, patches = torch.rand(2, 3, 36, 36), torch.rand(2, 10, 3, 3)
         assert torch.equal(rp(plots), model.rp.eval()(plots))
         assert torch.equal(rsi(patches), model.rsi.eval()(patches))
         assert torch.equal(joint(plots, patches), torch.cat([rp(plots), rsi(patches)], dim=1))
+        series = torch.rand(2, 3, 36)
+        expected = torch.cat([series.flatten(1), rp(plots), rsi(patches)], dim=1)
+        assert torch.equal(default(series, plots, patches), expected)
