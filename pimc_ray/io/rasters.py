@@ -19,9 +19,7 @@ from affine import Affine
 from pimc_ray.io.cog import COGWriter
 from pimc_ray.io.storage import Store
 
-__all__ = ["COG_MEDIA_TYPE", "Grid", "RasterProduct", "RasterSet"]
-
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+__all__ = ["Grid", "RasterProduct", "RasterSet"]
 
 
 class Grid(Protocol):

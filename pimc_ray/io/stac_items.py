@@ -18,7 +18,8 @@ from pyproj import Transformer
 
 from pimc_ray import __version__
 from pimc_ray.data.tiles import Tile
-from pimc_ray.io.rasters import COG_MEDIA_TYPE, RasterProduct
+from pimc_ray.io.rasters import RasterProduct
+from pimc_ray.io.storage import COG_MEDIA_TYPE
 
 __all__ = ["EXTENSIONS", "code_version", "output_collection", "tile_item"]
 

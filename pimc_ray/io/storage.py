@@ -23,11 +23,33 @@ from urllib.parse import urlparse
 
 from pimc_ray.errors import StorageError
 
+#: The media type of a cloud-optimised GeoTIFF, as STAC assets and uploads name it.
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+#: Media types of what a run writes, by file suffix.
+_CONTENT_TYPES = {
+    ".tif": COG_MEDIA_TYPE,
+    ".json": "application/json",
+    ".geojson": "application/geo+json",
+    ".ndjson": "application/x-ndjson",
+    ".vrt": "application/xml",
+    ".parquet": "application/vnd.apache.parquet",
+    ".safetensors": "application/octet-stream",
+}
+
+
+def content_type(key: str) -> str:
+    """The media type an object is uploaded with, from its key's suffix (``application/octet-stream`` when
+    unknown): browsers, tile servers and STAC tools read it."""
+    return _CONTENT_TYPES.get(Path(key).suffix.lower(), "application/octet-stream")
+
+
 __all__ = [
+    "COG_MEDIA_TYPE",
     "LocalStore",
     "S3Store",
     "Store",
     "StorageError",
+    "content_type",
     "gdal_s3_env",
     "normalize_location",
     "open_store",
@@ -144,12 +166,14 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_file(self, local: Path, key: str) -> None:
-        self.client.upload_file(
-            str(local), self.bucket, self._key(key)
-        )  # multipart above 8 MB: atomic on completion
+        # multipart above 8 MB: the object appears whole when the upload completes
+        extra = {"ContentType": content_type(key)}
+        self.client.upload_file(str(local), self.bucket, self._key(key), ExtraArgs=extra)
 
     def put_bytes(self, data: bytes, key: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type(key)
+        )
 
     def get_bytes(self, key: str) -> bytes | None:
         try:

@@ -38,5 +38,10 @@ def test_s3_store_and_gdal_read_back(s3, tmp_path):
     assert store.uri("tiles/a.tif") == "s3://pimc-test/storage-test/tiles/a.tif"
     with rasterio.Env(**gdal_s3_env()), rasterio.open(store.gdal_path("tiles/a.tif")) as src:
         np.testing.assert_array_equal(src.read(), data)
+    # uploads carry their media type
+    for key, media in (("tiles/a.tif", "image/tiff; application=geotiff; profile=cloud-optimized"),
+                       ("m.json", "application/json")):  # fmt: skip
+        head = store.client.head_object(Bucket="pimc-test", Key=f"storage-test/{key}")
+        assert head["ContentType"] == media
     with pytest.raises(StorageError, match="bucket exists"):
         open_store("s3://no-such-bucket/x")
