@@ -34,11 +34,12 @@ gdal_env.__enter__()  # /vsis3/ settings for the rest of the notebook
 
 # %% [markdown]
 # ## Embeddings: float32 bands, NaN nodata. A PCA to three components gives a false-colour view in which pixels
-# with similar temporal signatures share a colour.
+# with similar temporal signatures share a colour. The default embedding has a few hundred bands, so the view is
+# read at half resolution, from the COGs' first overview level.
 
 # %%
 with rasterio.open(store.gdal_path(f"mosaic_embedding_epsg{zone}.vrt")) as src:
-    emb = src.read()  # (D, H, W)
+    emb = src.read(out_shape=(src.count, src.height // 2, src.width // 2))  # (D, H / 2, W / 2)
     print(src.crs, src.res, src.shape, src.count, "bands:", src.descriptions[:3], "...")
 d, h, w = emb.shape
 flat = emb.reshape(d, -1).T

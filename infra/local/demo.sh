@@ -14,7 +14,7 @@ S3_DATA=${S3_DATA:-$ROOT/data/s3}
 OUT=${OUT:-s3://pimc-demo/demo}
 WORKERS=${WORKERS:-2}
 MODEL=${MODEL:-$ROOT/data/models/pimc-demo}
-TRAIN_STEPS=${TRAIN_STEPS:-400}
+TRAIN_STEPS=${TRAIN_STEPS:-300}
 T0=$(date +%s)
 
 echo "== 1/6 sample archive ($ARCHIVE)"
