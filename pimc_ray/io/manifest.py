@@ -1,9 +1,14 @@
 """The run manifest: what a run is (its key, model and parameters) and which of its outputs are finished.
 
-``manifest.json`` at the root of a run's output is the one resume system of the jobs. Every output unit (a tile of a
-mapping run, a UTM zone of the indices job) is written first and marked ``done`` after; a rerun skips done units
-and redoes the rest. A run whose key (items, model, parameters) differs from the manifest's is refused, so one
-output never mixes model versions or parameters.
+``manifest.json`` at the root of a run's output is the one resume system of the jobs. It is written when a run
+starts (what the run is) and again when it ends (every unit's status, derived). In between, every output unit (a
+tile of a mapping run, a UTM zone of the indices job) is written first and then gets a small status object of its
+own, ``status/<unit>.json`` (``done`` with its files, or ``failed`` with the error): a unit costs one small put,
+not a rewrite of a manifest that grows with the run. Loading reads the manifest and then every status object
+over it, so a run that stopped anywhere (even between a unit's files and its status: that unit is simply
+redone) resumes from what is published. A rerun skips done units and redoes the rest. A run whose key (items,
+model, parameters) differs from the manifest's is refused, so one output never mixes model versions or
+parameters.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Any
 from pimc_ray.errors import OutputExistsError
 from pimc_ray.io.storage import Store
 
-__all__ = ["MANIFEST", "RunManifest"]
+__all__ = ["MANIFEST", "STATUS", "RunManifest"]
 
 MANIFEST = "manifest.json"
+#: Folder of the units' status objects, ``status/<unit>.json``.
+STATUS = "status/"
 MANIFEST_FORMAT = 1
 
 
@@ -32,12 +39,22 @@ class RunManifest:
 
     @classmethod
     def load(cls, store: Store) -> RunManifest | None:
+        """The run in ``store`` (None for a new output): its manifest, with every unit's status object over it."""
         data = store.get_json(MANIFEST)
         if data is None:
             return None
-        return cls(data["key"], data["model"], data["params"], data.get("tiles", {}))
+        tiles = dict(data.get("tiles", {}))
+        for key in store.list(STATUS):
+            if key.endswith(".json"):
+                tiles[key.removeprefix(STATUS).removesuffix(".json")] = store.get_json(key)
+        return cls(data["key"], data["model"], data["params"], tiles)
+
+    def publish(self, store: Store, unit: str) -> None:
+        """Write the status object of ``unit`` (after its files): the one put a finished unit costs."""
+        store.put_json(self.tiles[unit], f"{STATUS}{unit}.json")
 
     def save(self, store: Store) -> None:
+        """Write ``manifest.json``: at the start of a run, and at its end with every unit's status."""
         store.put_json(
             {
                 "format": MANIFEST_FORMAT,

@@ -76,6 +76,10 @@ class Store(ABC):
         """Remove ``key`` if it exists."""
 
     @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (a folder: ``status/``), sorted; temporary files left out."""
+
+    @abstractmethod
     def uri(self, key: str) -> str:
         """A URI of ``key`` for STAC hrefs and users (``file:///...`` or ``s3://...``)."""
 
@@ -134,6 +138,15 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def list(self, prefix: str) -> list[str]:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file())
+        return sorted(
+            k for k in keys if not Path(k).name.startswith(".")
+        )  # ".<name>.<random>.tmp": in flight
+
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
 
@@ -183,6 +196,13 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list(self, prefix: str) -> list[str]:
+        start = len(self._key(""))
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        )
+        return sorted(obj["Key"][start:] for page in pages for obj in page.get("Contents", []))
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

@@ -11,6 +11,7 @@ Outputs under ``out`` (a folder or ``s3://bucket/prefix``), per UTM zone (``<zon
     qa_<zone>.tif     int32: valid_observations, first_valid (YYYYMMDD), last_valid (YYYYMMDD); 0 nodata
     items.ndjson      the frozen STAC items the run read
     manifest.json     the run key and each zone's status (:class:`~pimc_ray.io.manifest.RunManifest`)
+    status/<zone>.json  a zone's status, written when it is published
 
 Pixels with fewer than ``min_valid`` cloud-free observations are NaN in the index files (never zeros) and
 keep their counts in QA. Every zone's files are computed in full before any is published: a run that finds no
@@ -140,11 +141,13 @@ def export_indices(request: AreaRequest, *, progress: Progress = logger.info) ->
         manifest = manifest or RunManifest(
             key, "indices", {"spec": request.spec.to_dict(), "dates": dates}, {}
         )
+        manifest.save(store)  # what the run is, before any zone's status object
         store.put_bytes(dumps_ndjson(items), "items.ndjson")
         for zone, rasters, pixels in zip(zones, sets, counts, strict=True):
             written = rasters.publish(store, {name: f"{name}_{zone}.tif" for name in products})
             manifest.mark(zone, "done", files=sorted(written.values()), pixels=pixels)
-            manifest.save(store)
+            manifest.publish(store, zone)
+        manifest.save(store)
     progress(
         f"wrote {len(keys)} outputs to {request.out} ({sum(counts)} pixels with series, {meter.elapsed:.0f}s)"
     )

@@ -17,7 +17,8 @@
 
 Layout under the output location (a folder or ``s3://bucket/prefix``)::
 
-    manifest.json                  run key, model, parameters, and every tile's status
+    manifest.json                  run key, model, parameters (at the start), and every tile's status (at the end)
+    status/<tile_id>.json          a tile's status, written when it is published or fails (what a rerun reads)
     items.ndjson                   the frozen STAC items the run read
     collection.json                STAC collection of the outputs
     tiles/<tile_id>/<product>.tif  COGs: embedding, classes, qa (see :func:`tile_products`)
@@ -187,7 +188,7 @@ class TilePublisher:
             self.manifest.mark(tile.tile_id, "failed", error=state.failures[0])
         else:
             self._publish(tile, state.rasters)
-        self.manifest.save(self.store)
+        self.manifest.publish(self.store, tile.tile_id)
         return True
 
     def _write(self, rasters: RasterSet, result: WindowResult) -> int:
@@ -286,6 +287,7 @@ def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSumm
         manifest.save(store)
         store.put_bytes(dumps_ndjson(items), "items.ndjson")
     publisher = _map_tiles(request, items, todo, products, head, store, manifest, progress)
+    manifest.save(store)  # the run-level manifest, derived from the tiles' status objects
     finished = [t for t in tiles if t.tile_id in manifest.done()]
     keys = [f"tiles/{t.tile_id}/{p}.tif" for t in todo if t.tile_id in manifest.done() for p in products]
     if finished:

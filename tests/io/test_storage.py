@@ -38,6 +38,7 @@ def test_s3_store_and_gdal_read_back(s3, tmp_path):
     assert store.uri("tiles/a.tif") == "s3://pimc-test/storage-test/tiles/a.tif"
     with rasterio.Env(**gdal_s3_env()), rasterio.open(store.gdal_path("tiles/a.tif")) as src:
         np.testing.assert_array_equal(src.read(), data)
+    assert store.list("tiles/") == ["tiles/a.tif"] and store.list("nothing/") == []
     # uploads carry their media type
     for key, media in (("tiles/a.tif", "image/tiff; application=geotiff; profile=cloud-optimized"),
                        ("m.json", "application/json")):  # fmt: skip

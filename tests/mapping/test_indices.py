@@ -79,7 +79,8 @@ def test_outputs_per_zone_are_valid_cogs(exported):
     out = Path(request.out)
     tifs = [f"{k}_epsg{z}.tif" for k in ("evi", "ndvi", "qa", "savi") for z in (32632, 32633)]
     assert sorted(summary.keys) == sorted([*tifs, "items.ndjson"])
-    assert sorted(p.name for p in out.iterdir()) == sorted([*tifs, "items.ndjson", "manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*tifs, "items.ndjson", "manifest.json", "status"])
+    assert sorted(p.name for p in (out / "status").iterdir()) == ["epsg32632.json", "epsg32633.json"]
     for path in (out / key for key in summary.keys if key.endswith(".tif")):
         assert cog_validate(str(path), quiet=True)[0]
     with rasterio.open(Path(request.out) / "ndvi_epsg32633.tif") as src:

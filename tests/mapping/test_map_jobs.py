@@ -303,16 +303,22 @@ def test_killed_job_resumes_and_writes_every_tile_once(ray_head, stac_api, s3):
     proc = submit_job(ray_head, args, wait=False)
     assert proc.returncode == 0, proc.stderr
     job_id = re.search(r"raysubmit_[A-Za-z0-9]+", proc.stdout + proc.stderr).group(0)
+
+    def finished_tiles() -> dict:
+        """The tiles whose status object says done: a tile's one small put, after its files."""
+        statuses = {k: read_json(k) for k in bucket_keys(f"{prefix}/status/")}
+        return {
+            k.rsplit("/", 1)[1].removesuffix(".json"): e for k, e in statuses.items() if e["status"] == "done"
+        }
+
     deadline = time.monotonic() + 300
     done: dict = {}
     while time.monotonic() < deadline and not done:
         time.sleep(0.5)
-        if f"{prefix}/manifest.json" in bucket_keys(prefix):
-            done = {
-                t: e
-                for t, e in read_json(f"{prefix}/manifest.json")["tiles"].items()
-                if e["status"] == "done"
-            }
+        done = finished_tiles()
+    assert not read_json(f"{prefix}/manifest.json")[
+        "tiles"
+    ]  # mid-run, the manifest is not rewritten per tile
     stop = subprocess.run(
         [str(BIN / "ray"), "job", "stop", "--address", ray_head, job_id],
         capture_output=True,
@@ -320,8 +326,7 @@ def test_killed_job_resumes_and_writes_every_tile_once(ray_head, stac_api, s3):
         timeout=120,
     )
     assert stop.returncode == 0, stop.stderr
-    manifest = read_json(f"{prefix}/manifest.json")
-    done = {t: e for t, e in manifest["tiles"].items() if e["status"] == "done"}
+    done = finished_tiles()
     before = {k: o["LastModified"] for k, o in bucket_keys(f"{prefix}/tiles").items()}
     total = 8  # 64-pixel tiles over the demo AOI at 128-pixel archive tiles
     assert 1 <= len(done) < total, f"the job was stopped with {len(done)} of {total} tiles done"
