@@ -142,7 +142,7 @@ class SeriesReader:
         grown = window.grown(self.halo, grid.resolution)
         items = self.index.over(grid.epsg, grown.bounds, grid.resolution)
         if not items:  # no item meets the window: all of it is nodata
-            return WindowSeries.nodata(len(self.spec.grid_dates()), len(self.spec.bands), grown.pixels)
+            return WindowSeries.nodata(self.spec.timegrid.steps, len(self.spec.bands), grown.pixels)
         return read_series(items, self.spec, grid, grown)
 
 

@@ -275,23 +275,24 @@ class WindowEmbedder:
                 out[idx[part]] = emb.float().cpu().numpy()
         return out
 
+    def _own_series(self, series: WindowSeries, window: Window, inside: np.ndarray) -> np.ndarray:
+        """``(T, 3, P)`` blue, red and NIR series of the window's own pixels (the read may be grown by another
+        part's halo), NaN outside the AOI."""
+        positions = [self.bands.index(b) for b in INDEX_BANDS]
+        own = crop_halo(series.values[:, positions], window.height, window.width, self.halo)
+        return np.where(inside, own, np.nan)
+
     def _window_plots(
         self, encoder: Any, series: WindowSeries, window: Window, inside: np.ndarray
     ) -> np.ndarray:
-        """A plot part on a window: the blue, red and NIR series of the window's own pixels (the read may be grown
-        by another part's halo), pixels outside the AOI left out."""
-        positions = [self.bands.index(b) for b in INDEX_BANDS]
-        own = crop_halo(series.values[:, positions], window.height, window.width, self.halo)  # (T, 3, P)
-        return self._embed_plots(encoder, np.where(inside, own, np.nan))
+        """A plot part on a window: the plots of the window's own pixels."""
+        return self._embed_plots(encoder, self._own_series(series, window, inside))
 
     def _window_index_series(
         self, encoder: Any, series: WindowSeries, window: Window, inside: np.ndarray
     ) -> np.ndarray:
-        """A series part on a window: the index series of the window's own pixels, pixels outside the AOI left
-        out."""
-        positions = [self.bands.index(b) for b in INDEX_BANDS]
-        own = crop_halo(series.values[:, positions], window.height, window.width, self.halo)  # (T, 3, P)
-        return self._embed_index_series(encoder, np.where(inside, own, np.nan))
+        """A series part on a window: the index series of the window's own pixels."""
+        return self._embed_index_series(encoder, self._own_series(series, window, inside))
 
     def _window_patches(
         self, encoder: Any, series: WindowSeries, window: Window, inside: np.ndarray

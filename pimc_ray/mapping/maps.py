@@ -288,8 +288,9 @@ def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSumm
         store.put_bytes(dumps_ndjson(items), "items.ndjson")
     publisher = _map_tiles(request, items, todo, products, head, store, manifest, progress)
     manifest.save(store)  # the run-level manifest, derived from the tiles' status objects
-    finished = [t for t in tiles if t.tile_id in manifest.done()]
-    keys = [f"tiles/{t.tile_id}/{p}.tif" for t in todo if t.tile_id in manifest.done() for p in products]
+    published = manifest.done()  # before this run and by it
+    finished = [t for t in tiles if t.tile_id in published]
+    keys = [f"tiles/{t.tile_id}/{p}.tif" for t in todo if t.tile_id in published for p in products]
     if finished:
         item_dicts = [store.get_json(f"tiles/{t.tile_id}/item.json") for t in finished]
         desc = f"PIMC maps of run {key}: {request.encoder.config.describe()}, {weights}"

@@ -331,11 +331,12 @@ class PairReader:
         self, items: Sequence[Mapping[str, Any]], tasks: Sequence[Task], spec: PairSpec, cache_mb: int = 1024
     ) -> None:
         bound_memory()  # bounded block cache and heap, as in the mapping workers
-        self.items = ItemIndex(items)
+        self.index = ItemIndex(items)
         self.tasks = list(tasks)
         self.spec = spec
         self.cache_bytes = cache_mb * 1024 * 1024
         self.cache: OrderedDict[int, WindowPixels] = OrderedDict()
+        self.cached_bytes = 0
 
     def pixels(self, task: int) -> WindowPixels | None:
         """The pixels of window ``task``: cached, or read (None where no item covers the window)."""
@@ -344,7 +345,7 @@ class PairReader:
             return self.cache[task]
         grid, window = self.tasks[task]
         grown = window.grown(self.spec.patch_size // 2, grid.resolution)
-        items = self.items.over(grid.epsg, grown.bounds, grid.resolution)
+        items = self.index.over(grid.epsg, grown.bounds, grid.resolution)
         if not items:
             logger.warning(
                 "no item covers window %s of EPSG:%d; it yields no pairs", window.bounds, grid.epsg
@@ -352,8 +353,9 @@ class PairReader:
             return None
         pixels = window_pixels(items, self.spec, grid, window)
         self.cache[task] = pixels
-        while self.cache and sum(p.nbytes for p in self.cache.values()) > self.cache_bytes:
-            self.cache.popitem(last=False)
+        self.cached_bytes += pixels.nbytes
+        while self.cache and self.cached_bytes > self.cache_bytes:
+            self.cached_bytes -= self.cache.popitem(last=False)[1].nbytes
         return pixels
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
