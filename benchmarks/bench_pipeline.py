@@ -10,7 +10,7 @@ pixel count, this script times, in one process and on the same windows:
 * ``end to end``: the whole embedding job (``map_aoi``, in-process, no head), run separately.
 
 and reports pixels per second of each, and the ratio of end-to-end to encoder-only throughput. With
-``--ray-workers N`` it also runs the job on a local Ray (N encoder actors, the Ray Data pipeline) after a
+``--ray-workers N`` it also runs the job on a local Ray (N tile workers, each with its read threads) after a
 warm-up run that starts Ray, so the figure is the pipeline's, not Ray's start-up.
 
     python benchmarks/bench_pipeline.py [--ray-workers 2]
@@ -39,7 +39,6 @@ from pimc_ray.data.series import SeriesReader, SeriesSpec  # noqa: E402
 from pimc_ray.data.stac import DateRange, search_items  # noqa: E402
 from pimc_ray.data.tiles import TileGrid  # noqa: E402
 from pimc_ray.io.rasters import RasterSet  # noqa: E402
-from pimc_ray.io.storage import open_store  # noqa: E402
 from pimc_ray.kernels.recurrence import rp_from_reflectance  # noqa: E402
 from pimc_ray.local.archive import build_archive  # noqa: E402
 from pimc_ray.local.stac_server import LocalStacServer  # noqa: E402
@@ -48,6 +47,7 @@ from pimc_ray.mapping.requests import MapRequest  # noqa: E402
 from pimc_ray.mapping.runner import Parallelism  # noqa: E402
 from pimc_ray.models import EncoderConfig  # noqa: E402
 from pimc_ray.parallel import bound_memory  # noqa: E402
+from pimc_ray.storage import open_store  # noqa: E402
 
 
 def main() -> int:

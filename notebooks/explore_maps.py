@@ -2,9 +2,10 @@
 # # Explore pimc-ray maps
 #
 # Opens the outputs of `make demo` or of any `jobs/embed_aoi.py` run, from a local folder or an S3 bucket: the run
-# manifest, the per-tile STAC items, and the VRT mosaics of the embeddings, the classes (with confidence) and the
-# cloud-free observation counts. This file is a notebook in the "percent" format: open it in Jupyter (with
-# jupytext) or VS Code, or run it as a script:
+# manifest, the per-tile STAC items, and the mosaics of the embeddings, the classes (with confidence) and the
+# cloud-free observation counts: per product and UTM zone, the GDAL raster tile index (`mosaic_*.gti.gpkg`,
+# GDAL >= 3.9, written for every zone), or else the VRT (`mosaic_*.vrt`, written for small zones). This file is
+# a notebook in the "percent" format: open it in Jupyter (with jupytext) or VS Code, or run it as a script:
 #
 #     .venv/bin/python notebooks/explore_maps.py out/demo
 #     .venv/bin/python notebooks/explore_maps.py s3://pimc-demo/demo    # with AWS_ENDPOINT_URL etc. set
@@ -18,7 +19,7 @@ import sys
 import numpy as np
 import rasterio
 
-from pimc_ray.io.storage import gdal_s3_env, open_store
+from pimc_ray.storage import gdal_s3_env, open_store
 
 LOCATION = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "out/demo"
 store = open_store(LOCATION)
@@ -32,13 +33,23 @@ zone = item["properties"]["proj:code"].split(":")[1]
 gdal_env = rasterio.Env(**gdal_s3_env())
 gdal_env.__enter__()  # /vsis3/ settings for the rest of the notebook
 
+
+def mosaic(product: str) -> str:
+    """GDAL's path to the zone's mosaic of ``product``: the GTI index if the run wrote one, else the VRT."""
+    stem = f"mosaic_{product}_epsg{zone}"
+    key = f"{stem}.gti.gpkg" if store.exists(f"{stem}.gti.gpkg") else f"{stem}.vrt"
+    return store.gdal_path(key)
+
+
+print("mosaics:", ", ".join(mosaic(p).rsplit("/", 1)[1] for p in ("embedding", "classes", "qa")))
+
 # %% [markdown]
 # ## Embeddings: float32 bands, NaN nodata. A PCA to three components gives a false-colour view in which pixels
 # with similar temporal signatures share a colour. The default embedding has a few hundred bands, so the view is
 # read at half resolution, from the COGs' first overview level.
 
 # %%
-with rasterio.open(store.gdal_path(f"mosaic_embedding_epsg{zone}.vrt")) as src:
+with rasterio.open(mosaic("embedding")) as src:
     emb = src.read(out_shape=(src.count, src.height // 2, src.width // 2))  # (D, H / 2, W / 2)
     print(src.crs, src.res, src.shape, src.count, "bands:", src.descriptions[:3], "...")
 d, h, w = emb.shape
@@ -56,13 +67,13 @@ rgb = rgb.reshape(h, w, 3)
 # ## Classes and confidence
 
 # %%
-with rasterio.open(store.gdal_path(f"mosaic_classes_epsg{zone}.vrt")) as src:
+with rasterio.open(mosaic("classes")) as src:
     classes, confidence = src.read(1), src.read(2)
     cmap = src.colormap(1)
     first_tile = store.gdal_path(f"tiles/{tiles[0]}/classes.tif")
 with rasterio.open(first_tile) as src:
     names = json.loads(src.tags().get("pimc_classes", "{}"))
-with rasterio.open(store.gdal_path(f"mosaic_qa_epsg{zone}.vrt")) as src:
+with rasterio.open(mosaic("qa")) as src:
     valid = src.read(1)
 ids, counts = np.unique(classes[classes > 0], return_counts=True)
 for cid, n in zip(ids, counts, strict=True):

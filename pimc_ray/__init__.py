@@ -3,6 +3,7 @@
 Subpackages by stage, each importing only those below it (``tests/test_layers.py`` checks it)::
 
     errors, progress, parallel   exceptions and exit codes; progress lines; the Ray Data stage pattern, memory
+    storage      every path a URI: local, file:// and s3:// (through obstore), for every layer above
     kernels/     NumPy or CuPy arrays: indices, recurrence plots, the fused GPU kernel, image patches
     data/        AOIs, STAC search and snapshots, catalog conventions, stacks, time grid, series, tiles, labels
     models/      encoders, projection heads, losses, classification heads, checkpoints (torch; no catalogs)

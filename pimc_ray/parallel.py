@@ -3,9 +3,10 @@
 Every Ray Data stage in pimc-ray is a *class UDF on an actor pool*, the pattern of Ray's batch-inference guide:
 the class's ``__init__`` holds what is costly to build or to ship (a model, the run's items, the task list) once
 per actor, and ``__call__`` maps a batch (a dict of NumPy arrays) to a batch. Rows carry only a task index;
-:func:`index_dataset` makes them and :func:`actor_stage` adds a stage. The mapping pipeline
-(:mod:`pimc_ray.mapping.runner`: read actors, then encoder actors) and the pretraining pair stream
-(:mod:`pimc_ray.training.pairs`) are built from these two calls.
+:func:`index_dataset` makes them and :func:`actor_stage` adds a stage. The pretraining pair stream
+(:mod:`pimc_ray.training.pairs`) is built from these two calls. The mapping jobs' tile workers
+(:mod:`pimc_ray.mapping.runner`) are plain actors that take whole tiles; they check the cluster with
+:func:`check_resources` as the stages do.
 
 :func:`bound_memory` is what every process that reads rasters or runs an encoder calls first.
 """

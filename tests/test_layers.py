@@ -11,8 +11,9 @@ import pimc_ray
 
 PACKAGE = Path(pimc_ray.__file__).parent
 
-#: The modules at the package's root: errors and exit codes, progress lines, the Ray Data stage pattern.
-BASE = {"errors", "progress", "parallel", "_exports", "__init__"}
+#: The modules at the package's root: errors and exit codes, progress lines, the Ray Data stage pattern, and
+#: storage over URIs (models read checkpoints and data reads labels and snapshots through it, as io/ writes outputs).
+BASE = {"errors", "progress", "parallel", "storage", "_exports", "__init__"}
 
 #: What each subpackage may import besides itself and the base modules (kernels and models know arrays and
 #: tensors, not catalogs; data knows no model; io knows rasters, not models; only cli imports local).

@@ -74,8 +74,9 @@ echo "== the maps, read back from the bucket"
 (cd "$RUN_TMP" && python "$ROOT/notebooks/explore_maps.py" "$OUT")
 echo
 echo "demo finished in $(( $(date +%s) - T0 )) s. Outputs: $OUT (manifest.json, collection.json,"
-echo "tiles/<tile>/{embedding,classes,qa}.tif + item.json, mosaic_*.vrt), kept in $S3_DATA."
+echo "tiles/<tile>/{embedding,classes,qa}.tif + item.json, mosaic_*.gti.gpkg and mosaic_*.vrt), kept in $S3_DATA."
 echo "To open them again:"
 echo "  .venv/bin/pimc s3 serve --bucket pimc-demo --data-dir $S3_DATA --env-file .cache/s3.env &"
 echo "  set -a; source .cache/s3.env; set +a"
-echo "  .venv/bin/python notebooks/explore_maps.py $OUT                # or QGIS/GDAL on /vsis3/${OUT#s3://}/mosaic_classes_epsg32632.vrt"
+echo "  .venv/bin/python notebooks/explore_maps.py $OUT                # or QGIS/GDAL on /vsis3/${OUT#s3://}/mosaic_classes_epsg32632.gti.gpkg"
+echo "  (the GTI index needs GDAL >= 3.9; mosaic_classes_epsg32632.vrt is the same mosaic for any GDAL)"

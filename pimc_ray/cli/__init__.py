@@ -5,6 +5,8 @@
     pimc indices --aoi ... --out DIR|s3://...    regular-grid NDVI/EVI/SAVI COGs, QA   (= jobs/export_indices.py)
     pimc pretrain --aoi ... --out DIR            PIMC pretraining on Ray Train          (= jobs/pretrain.py)
     pimc train-head --labels ... --checkpoint D  a classification head from labels     (= jobs/train_head.py)
+    pimc derive DIR|s3://...                     a mapping run's manifest, collection and mosaics, derived
+                                                 from what its tiles published (at any time)
     pimc archive build --out data/archive        generate the embedded sample archive
     pimc archive bbox --demo|--train|--tile ID   lon/lat bbox of the demo AOI, the head's training area, a tile
     pimc stac serve --archive data/archive       serve the archive as a STAC API on loopback until stopped
@@ -53,8 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name, main_fn in JOBS.items():
         summary = (main_fn.__doc__ or "").strip().splitlines()[0]
         commands.add_parser(name, help=summary, add_help=False)
+    derive = commands.add_parser(
+        "derive",
+        help="rebuild a mapping run's manifest.json, collection.json and mosaics from its published tiles",
+    )
+    derive.add_argument("out", help="the run's output: a folder or s3://bucket/prefix")
+    derive.set_defaults(func=_derive)
     add_commands(commands)
     return parser
+
+
+def _derive(args: argparse.Namespace) -> None:
+    from pimc_ray.cli.run import say
+    from pimc_ray.mapping.maps import derive_run
+
+    for key in derive_run(args.out, progress=say):
+        say(f"  {args.out.rstrip('/')}/{key}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

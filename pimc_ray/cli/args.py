@@ -2,7 +2,8 @@
 
 Every job parser is made of these groups, so an option means the same thing, with the same default and the same
 check, in every job. Builders turn parsed arguments into the library's frozen configs and raise a
-:class:`~pimc_ray.errors.PimcError` naming the option and the fix; nothing is written before they all pass.
+:class:`~pimc_ray.errors.PimcError` naming the option and the fix; nothing is written before they all pass. Every
+path option takes a URI (:func:`uri`): a local path, ``file://`` or ``s3://bucket/key``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pimc_ray.data.aoi import AOI, load_aoi
 from pimc_ray.data.series import SeriesSpec
 from pimc_ray.data.stac import DateRange
 from pimc_ray.data.timegrid import TimeGridSpec
-from pimc_ray.errors import EXIT_CODES_HELP, InvalidConfigError
-from pimc_ray.io.storage import normalize_location
+from pimc_ray.errors import EXIT_CODES_HELP, InvalidConfigError, StorageError
 from pimc_ray.mapping.runner import Parallelism
+from pimc_ray.storage import UriLike, normalize_location, normalize_uri
 
 __all__ = [
     "add_catalog",
@@ -32,6 +32,7 @@ __all__ = [
     "output",
     "parallelism",
     "series_spec",
+    "uri",
 ]
 
 
@@ -56,8 +57,9 @@ def add_catalog(p: argparse.ArgumentParser) -> None:
     a("--max-cloud-cover", type=float, help="skip scenes above this eo:cloud_cover (%%)")
     a(
         "--snapshot",
-        type=Path,
-        help="frozen item list (ndjson): read instead of searching if it exists, else written",
+        type=uri,
+        help="frozen item list, a path or URI: .ndjson, or .parquet (stac-geoparquet, for large searches); read "
+        "instead of searching if it exists, else written",
     )
 
 
@@ -73,18 +75,19 @@ def add_series(p: argparse.ArgumentParser, *, on_unreadable: bool = True) -> Non
 
 
 def add_parallelism(p: argparse.ArgumentParser) -> None:
-    """Compute and read actors of the mapping pipeline (:class:`~pimc_ray.mapping.runner.Parallelism`)."""
+    """The worker actors of a run (:class:`~pimc_ray.mapping.runner.Parallelism`)."""
     a = p.add_argument
-    a("--workers", type=int, default=2, help="compute actors (0: run everything in this process)")
-    a("--cpus-per-worker", type=float, default=0.75, help="CPUs each compute actor reserves")
+    a("--workers", type=int, default=2,
+      help="worker actors, each mapping whole tiles (0: run everything in this process)")  # fmt: skip
+    a("--cpus-per-worker", type=float, default=0.75, help="CPUs each worker reserves to compute")
     a(
         "--gpus-per-worker",
         type=float,
         default=0.0,
-        help="GPUs each compute actor reserves (> 0: CUDA + CuPy)",
+        help="GPUs each worker reserves (> 0: CUDA + CuPy)",
     )
-    a("--readers", type=int, default=2, help="read actors (each reads one window at a time)")
-    a("--read-cpus", type=float, default=0.25, help="CPUs each read actor reserves")
+    a("--readers", type=int, default=2, help="read threads per worker (windows read ahead of the encoder)")
+    a("--read-cpus", type=float, default=0.25, help="CPUs each worker reserves besides, for its read threads")
     a("--wait-for-resources", action="store_true",
       help="start even if the cluster cannot place every actor now (it autoscales); else refuse up front")  # fmt: skip
 
@@ -118,7 +121,16 @@ def parallelism(args: argparse.Namespace) -> Parallelism:
     return from_args(Parallelism, args)
 
 
-def output(location: str | Path) -> str:
+def uri(value: str) -> str:
+    """The ``type`` of a path option: a local path, ``file://`` or ``s3://bucket/key``, normalised (an absolute
+    path, or the URI); argparse refuses anything else with the reason (``gs://`` is not configured, no bucket...)."""
+    try:
+        return normalize_uri(value)
+    except StorageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def output(location: UriLike) -> str:
     """A validated output location: an absolute local folder, or an ``s3://bucket/prefix`` URI."""
     return normalize_location(location)
 

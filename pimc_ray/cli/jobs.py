@@ -21,7 +21,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from pimc_ray.cli.args import (
     add_catalog,
@@ -34,11 +34,13 @@ from pimc_ray.cli.args import (
     output,
     parallelism,
     series_spec,
+    uri,
 )
 from pimc_ray.cli.run import run_job, say
 from pimc_ray.data.aoi import load_aoi
 from pimc_ray.data.stac import frozen_search
 from pimc_ray.errors import InvalidConfigError, PimcError
+from pimc_ray.storage import join_uri, split_uri, write_bytes
 
 __all__ = [
     "classify_main",
@@ -81,7 +83,7 @@ def _area(args: argparse.Namespace) -> dict[str, object]:
         "max_cloud_cover": args.max_cloud_cover,
         "parallel": parallelism(args),
         "window_size": args.window_size,
-        "snapshot": args.snapshot.resolve() if args.snapshot else None,
+        "snapshot": args.snapshot,
     }
 
 
@@ -100,8 +102,12 @@ def embed_parser(description: str = "Map an AOI to PIMC embedding COGs on a tile
     """The mapping jobs' parser (``embed`` and ``classify``)."""
     p = _area_parser(description)
     a = p.add_argument
-    a("--checkpoint", type=Path, help="trained encoder checkpoint folder (default: random init)")
-    a("--head", type=Path, help="a saved classification head folder")
+    a(
+        "--checkpoint",
+        type=uri,
+        help="trained encoder checkpoint, a folder or s3://bucket/prefix (default: random)",
+    )
+    a("--head", type=uri, help="a saved classification head: a folder or s3://bucket/prefix")
     a("--head-train-aoi", help="fit the head on labels inside this AOI (held out from --aoi)")
     a(
         "--labels-collection",
@@ -200,9 +206,10 @@ def pretrain_parser() -> argparse.ArgumentParser:
     a("--aoi", action="append", required=True, help="training area (repeat to join several)")
     add_catalog(p)
     add_series(p, on_unreadable=False)
-    a("--out", required=True, type=Path,
-      help="folder of the exported RP encoder (--checkpoint); the image-patch encoder goes to OUT/rsi")  # fmt: skip
-    a("--storage", help="checkpoint storage: a folder or s3://bucket/prefix (default: OUT/../runs)")
+    a("--out", required=True,
+      help="where the encoders are exported (--checkpoint of the mapping jobs): a folder or s3://bucket/prefix; "
+           "the image-patch encoder goes to OUT/rsi")  # fmt: skip
+    a("--storage", type=uri, help="checkpoint storage: a folder or s3://bucket/prefix (default: OUT/../runs)")
     a("--s3-endpoint", help="endpoint of an S3-compatible store (default: AWS_ENDPOINT_URL)")
     a("--name", help="run name; a resubmitted job with the same name resumes (default: OUT's name)")
     a("--train-steps", type=int, default=1000, help="optimizer steps of the whole run")
@@ -273,9 +280,10 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         loss = {"name": "symmetric-infonce", "params": loss_params}
         model = PIMCConfig(rp=rp, rsi=rsi, loss=loss, seed=args.seed)
         config = from_args(TrainConfig, args, model=model, steps=args.train_steps)
-        out = args.out.resolve()
-        storage = args.storage or str(out.parent / "runs")
-        run = from_args(RunSpec, args, name=args.name or out.name, storage_path=storage, use_gpu=args.gpu)
+        out = output(args.out)
+        parent, name = split_uri(out)
+        storage = args.storage or join_uri(parent, "runs")
+        run = from_args(RunSpec, args, name=args.name or name, storage_path=storage, use_gpu=args.gpu)
         if config.batch_size % run.workers:
             raise InvalidConfigError(
                 f"--batch-size {config.batch_size} must split evenly over {run.workers} workers"
@@ -327,10 +335,14 @@ def train_head_parser() -> argparse.ArgumentParser:
         "beside the encoder; jobs/embed_aoi.py --head DIR then maps with it."
     )
     a = p.add_argument
-    a("--checkpoint", type=Path, help="the encoder checkpoint (default: random weights)")
+    a(
+        "--checkpoint",
+        type=uri,
+        help="the encoder checkpoint: a folder or s3://bucket/prefix (default: random weights)",
+    )
     labels = p.add_mutually_exclusive_group(required=True)
     labels.add_argument(
-        "--labels", type=Path, help="a GeoJSON of points/polygons or a label raster (GeoTIFF)"
+        "--labels", type=uri, help="a GeoJSON of points/polygons or a label raster (GeoTIFF): a path or URI"
     )
     labels.add_argument(
         "--labels-collection", help="a STAC collection of label rasters (e.g. pimc-sample-labels)"
@@ -340,7 +352,7 @@ def train_head_parser() -> argparse.ArgumentParser:
     a("--aoi", help="area to take labels from (default: the labels' extent; required for STAC)")
     add_catalog(p)
     add_series(p, on_unreadable=False)
-    a("--out", type=Path, help="head folder (default: CHECKPOINT/head)")
+    a("--out", type=uri, help="head folder, or s3://bucket/prefix (default: CHECKPOINT/head)")
     a("--per-class", type=int, default=400, help="labelled pixels per class used to fit")
     a("--workers", type=int, default=0, help="encoder actors (0: run in this process)")
     a("--batch-size", type=int, default=1024, help="pixels per encoder batch")
@@ -360,12 +372,13 @@ def train_head_main(argv: Sequence[str] | None = None) -> int:
         from pimc_ray.mapping.heads import fit_head
         from pimc_ray.mapping.runner import Parallelism
         from pimc_ray.models.checkpoint import EncoderRef, sha256_file
+        from pimc_ray.models.heads import HEAD_WEIGHTS
 
         spec = series_spec(args)
         at_least_one(args, "per_class", "batch_size")
         if args.out is None and args.checkpoint is None:
             raise PimcError("pass --out (where to save the head) or --checkpoint (it is saved beside it)")
-        out = (args.out or args.checkpoint / "head").resolve()
+        out = output(args.out or join_uri(args.checkpoint, "head"))
         encoder = EncoderRef.open(args.checkpoint)
         _, weights = encoder.load()  # fails early on a bad checkpoint
         source: LabelSource
@@ -375,7 +388,7 @@ def train_head_main(argv: Sequence[str] | None = None) -> int:
             aoi = load_aoi(args.aoi)
             found = search_items(aoi, spec.dates, stac_url=args.stac_url, collection=args.labels_collection)
             source = StacLabels(tuple(found), asset=args.labels_asset)
-        elif args.labels.suffix.lower() in (".json", ".geojson"):
+        elif PurePosixPath(args.labels).suffix.lower() in (".json", ".geojson"):
             source = GeoJSONLabels.load(args.labels, class_property=args.class_property)
             aoi = load_aoi(args.aoi) if args.aoi else source.area()
         else:
@@ -401,14 +414,14 @@ def train_head_main(argv: Sequence[str] | None = None) -> int:
         provenance = {
             "encoder": encoder.config.to_dict(),
             "weights": weights,
-            "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else None,
-            "head_sha256": sha256_file(out / "head.safetensors"),
-            "labels": str(args.labels) if args.labels else f"stac:{args.labels_collection}",
+            "checkpoint": args.checkpoint,
+            "head_sha256": sha256_file(join_uri(out, HEAD_WEIGHTS)),
+            "labels": args.labels or f"stac:{args.labels_collection}",
             "aoi": aoi.__geo_interface__,
             "spec": spec.to_dict(),
             **stats,
         }
-        (out / "fit.json").write_text(json.dumps(provenance, indent=2))
+        write_bytes(json.dumps(provenance, indent=2).encode(), join_uri(out, "fit.json"))
         say(f"head: {out}  ({stats['pixels']} pixels, training accuracy {stats['train_accuracy']:.3f})")
 
     return run_job(work)

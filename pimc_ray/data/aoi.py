@@ -19,7 +19,8 @@ import shapely.geometry
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
-from pimc_ray.errors import InvalidAOIError
+from pimc_ray.errors import InvalidAOIError, StorageError
+from pimc_ray.storage import read_bytes
 
 __all__ = [
     "AOI",
@@ -110,19 +111,21 @@ def _from_string(text: str) -> BaseGeometry:
         except ValueError as err:
             raise InvalidAOIError(f"bbox {text!r} is not four numbers; {_FIX}") from err
         return _from_bbox(numbers)
-    path = Path(stripped)
-    if path.suffix.lower() in {".json", ".geojson"} or path.exists():
-        return _from_path(path)
+    if "://" in stripped or Path(stripped).suffix.lower() in {".json", ".geojson"} or Path(stripped).exists():
+        return _from_file(stripped)
     raise InvalidAOIError(f"cannot read an AOI from {text!r}; {_FIX}")
 
 
-def _from_path(path: Path) -> BaseGeometry:
-    if not path.exists():
-        raise InvalidAOIError(f"AOI file {str(path)!r} does not exist; {_FIX}")
+def _from_file(uri: str | Path) -> BaseGeometry:
+    """The geometry of a GeoJSON file: a local path or a URI (``s3://bucket/areas/aoi.geojson``)."""
     try:
-        return _from_geojson(json.loads(path.read_text()))
-    except json.JSONDecodeError as err:
-        raise InvalidAOIError(f"AOI file {str(path)!r} is not valid GeoJSON ({err.msg}); {_FIX}") from err
+        data = read_bytes(uri)
+    except StorageError as err:
+        raise InvalidAOIError(f"AOI file {str(uri)!r}: {err}; {_FIX}") from err
+    try:
+        return _from_geojson(json.loads(data))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidAOIError(f"AOI file {str(uri)!r} is not valid GeoJSON ({err}); {_FIX}") from err
 
 
 def load_aoi(like: Any) -> AOI:
@@ -130,7 +133,7 @@ def load_aoi(like: Any) -> AOI:
 
     Accepts an :class:`AOI`, a shapely geometry, anything with ``__geo_interface__``, a GeoJSON mapping
     (geometry, Feature or FeatureCollection), a bbox sequence, a ``"minx,miny,maxx,maxy"`` string, a GeoJSON
-    string, or a path to a GeoJSON file. Coordinates are lon/lat degrees (EPSG:4326).
+    string, or a GeoJSON file (a local path or a URI). Coordinates are lon/lat degrees (EPSG:4326).
 
     Raises:
         InvalidAOIError: if the input is not a non-empty, valid polygon inside lon/lat bounds.
@@ -140,7 +143,7 @@ def load_aoi(like: Any) -> AOI:
     if isinstance(like, BaseGeometry):
         geometry = like
     elif isinstance(like, Path):
-        geometry = _from_path(like)
+        geometry = _from_file(like)
     elif isinstance(like, str):
         geometry = _from_string(like)
     elif isinstance(like, Mapping):

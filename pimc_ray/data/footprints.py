@@ -33,7 +33,7 @@ def footprint_lonlat(item: Mapping[str, Any]) -> shapely.Geometry:
 
 
 class ItemIndex:
-    """The items of a run and an STR-tree over their lon/lat footprints (picklable: read actors hold one).
+    """The items of a run and an STR-tree over their lon/lat footprints (picklable: each worker holds one).
 
     :meth:`over` returns the items whose footprint meets a window, grown by ``margin`` pixels so that a window
     whose edge only touches an item still reads it, in the order the items were given.

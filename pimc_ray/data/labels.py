@@ -10,6 +10,9 @@ Three kinds of label sources, each able to say which class every pixel of a wind
 * :class:`StacLabels`: label items of a STAC collection (such as ``pimc-sample-labels``) with a ``labels``
   asset; class names and colours from its ``classification:classes``.
 
+A GeoJSON or a label raster is a local path or a URI (``s3://bucket/labels/fields.geojson``, see
+:mod:`pimc_ray.storage`); GDAL reads a raster in S3 through ``/vsis3/``.
+
 :func:`labelled_windows` finds the windows that hold labels; :func:`sample_pixels` and :func:`balanced_sample`
 draw class-balanced samples from them. Fitting a head on those samples is :func:`pimc_ray.mapping.heads.fit_head`.
 """
@@ -20,7 +23,6 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,8 @@ from pyproj import Transformer
 from pimc_ray.data.aoi import AOI
 from pimc_ray.data.stack import read_window, stackstac_ready
 from pimc_ray.data.tiles import OutputGrid, Window
-from pimc_ray.errors import LabelError
+from pimc_ray.errors import LabelError, StorageError
+from pimc_ray.storage import UriLike, gdal_s3_env, gdal_uri, normalize_uri, read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ __all__ = [
 class GeoJSONLabels:
     """Labelled points or polygons of a GeoJSON file."""
 
-    path: Path
+    path: str
+    """The file, a local path or a URI."""
     class_property: str = "class"
     geometries: tuple[Any, ...] = field(default=(), repr=False)
     """Shapely geometries in lon/lat (filled by :meth:`load`)."""
@@ -60,16 +64,16 @@ class GeoJSONLabels:
     names: Mapping[int, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | Path, *, class_property: str = "class") -> GeoJSONLabels:
-        """Read and check the features.
+    def load(cls, path: UriLike, *, class_property: str = "class") -> GeoJSONLabels:
+        """Read and check the features of a local file or a URI.
 
         Raises:
             LabelError: unreadable file, a feature without ``class_property`` or geometry, or mixed id types.
         """
-        path = Path(path)
         try:
-            doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            path = normalize_uri(path)
+            doc = json.loads(read_bytes(path))
+        except (StorageError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise LabelError(f"cannot read labels {path} ({err}); pass a GeoJSON FeatureCollection") from err
         features = doc.get("features") if doc.get("type") == "FeatureCollection" else [doc]
         geometries, values = [], []
@@ -128,16 +132,23 @@ class GeoJSONLabels:
 class RasterLabels:
     """A label raster: class ids, 0 (or the raster's nodata) for none."""
 
-    path: Path
+    path: str
+    """The raster, a local path or a URI."""
+
+    def _open(self) -> Any:
+        """The raster opened with rasterio (through ``/vsis3/`` for an S3 URI), in a ``with`` block."""
+        import rasterio
+
+        return rasterio.open(gdal_uri(self.path))
 
     def area(self) -> AOI:
         import rasterio
         from rasterio.warp import transform_bounds
 
         try:
-            with rasterio.open(self.path) as src:
+            with rasterio.Env(**gdal_s3_env()), self._open() as src:
                 bounds = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
-        except rasterio.errors.RasterioIOError as err:
+        except (rasterio.errors.RasterioIOError, StorageError) as err:
             raise LabelError(f"cannot read the label raster {self.path} ({err})") from err
         return AOI(shapely.geometry.box(*bounds))
 
@@ -146,7 +157,7 @@ class RasterLabels:
         from rasterio.warp import Resampling, reproject
 
         out = np.zeros((window.height, window.width), dtype=np.uint8)
-        with rasterio.open(self.path) as src:
+        with rasterio.Env(**gdal_s3_env()), self._open() as src:
             band = src.read(1)
             if src.nodata is not None:
                 band = np.where(band == src.nodata, 0, band)

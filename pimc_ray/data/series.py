@@ -125,7 +125,7 @@ def read_series(
 
 @dataclass(frozen=True)
 class SeriesReader:
-    """The read stage of a run: regular-grid series of a window (picklable; runs on Ray read actors)."""
+    """The read stage of a run: regular-grid series of a window (picklable; runs in the workers' read threads)."""
 
     spec: SeriesSpec
     items: list[dict[str, Any]]

@@ -2,8 +2,9 @@
 
 ``search_items`` queries a STAC API with pystac-client, follows paging, retries on 429/5xx/timeouts with
 backoff, filters on cloud cover server-side (CQL2) where the API supports it and client-side otherwise, and returns
-plain item dicts. :func:`save_snapshot` / :func:`load_snapshot` freeze a search as newline-delimited JSON, so later
-stages and reruns use exactly the same items.
+plain item dicts. :func:`save_snapshot` / :func:`load_snapshot` freeze a search, so later stages and reruns use exactly
+the same items: as newline-delimited JSON, or as stac-geoparquet (a ``.parquet`` snapshot: columnar and compressed,
+for large searches), at a local path or a URI (:mod:`pimc_ray.storage`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,12 +21,15 @@ from typing import Any
 from pimc_ray.data.aoi import AOI, load_aoi
 from pimc_ray.errors import (
     CatalogUnreachableError,
+    InvalidConfigError,
     InvalidDateRangeError,
     NoItemsFoundError,
     UnknownCatalogError,
 )
+from pimc_ray.storage import UriLike, exists, local_copy, normalize_uri, read_bytes, write_bytes, write_file
 
 __all__ = [
+    "GEOPARQUET_SUFFIX",
     "RETRY_STATUSES",
     "dumps_ndjson",
     "epsg_of",
@@ -188,11 +191,11 @@ def frozen_search(
     stac_url: str,
     collection: str = "sentinel-2-l2a",
     max_cloud_cover: float | None = None,
-    snapshot: Path | None = None,
+    snapshot: UriLike | None = None,
 ) -> list[Item]:
-    """Items of a run: read from ``snapshot`` when it exists (no search), else searched (:func:`search_items`) and
-    frozen there when a snapshot path is given, so that reruns see exactly the same items."""
-    if snapshot is not None and snapshot.exists():
+    """Items of a run: read from ``snapshot`` (a local path or a URI) when it exists (no search), else searched
+    (:func:`search_items`) and frozen there when a snapshot is given, so that reruns see exactly the same items."""
+    if snapshot is not None and exists(snapshot):
         items = load_snapshot(snapshot)
         logger.info("using %d items frozen in %s (no search)", len(items), snapshot)
         return items
@@ -209,25 +212,61 @@ def dumps_ndjson(items: Iterable[Mapping[str, Any]]) -> bytes:
     return "".join(json.dumps(i, sort_keys=True, separators=(",", ":")) + "\n" for i in items).encode()
 
 
-def save_snapshot(items: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write items as newline-delimited JSON (:func:`dumps_ndjson`), atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+#: Suffix of a stac-geoparquet snapshot; any other is newline-delimited JSON.
+GEOPARQUET_SUFFIX = ".parquet"
+
+
+def _is_geoparquet(uri: UriLike) -> bool:
+    return Path(normalize_uri(uri)).suffix.lower() == GEOPARQUET_SUFFIX
+
+
+def _rustac() -> Any:
+    """The rustac module (stac-geoparquet), or an install hint."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(dumps_ndjson(items))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        import rustac
+    except ImportError as err:
+        raise InvalidConfigError(
+            "a .parquet snapshot (stac-geoparquet) needs rustac: pip install 'pimc-ray[geoparquet]', or freeze the "
+            "items as .ndjson"
+        ) from err
+    return rustac
 
 
-def load_snapshot(path: str | Path) -> list[Item]:
-    """Read items written by :func:`save_snapshot`."""
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+def save_snapshot(items: Iterable[Mapping[str, Any]], uri: UriLike) -> str:
+    """Write items to a local path or a URI, atomically; returns it normalised.
+
+    The suffix decides the format: ``.parquet`` is stac-geoparquet (written by rustac), anything else
+    newline-delimited JSON (:func:`dumps_ndjson`).
+
+    Raises:
+        InvalidConfigError: a ``.parquet`` snapshot without rustac installed.
+        StorageError: the location cannot be written.
+    """
+    if not _is_geoparquet(uri):
+        return write_bytes(dumps_ndjson(items), uri)
+    rustac = _rustac()
+    with tempfile.TemporaryDirectory(prefix="pimc-snapshot-") as tmp:
+        local = Path(tmp, "items.parquet")
+        rustac.write_sync(str(local), [dict(i) for i in items])
+        return write_file(local, uri)
+
+
+def load_snapshot(uri: UriLike) -> list[Item]:
+    """Read items written by :func:`save_snapshot` from a local path or a URI.
+
+    A stac-geoparquet snapshot gives back the items' values; its timestamps are written out as rustac writes them
+    (``2022-01-03T10:17:56.393Z`` for ``2022-01-03T10:17:56.393000Z``: the same instants).
+
+    Raises:
+        InvalidConfigError: a ``.parquet`` snapshot without rustac installed.
+        StorageError: nothing at ``uri``, or it cannot be read.
+    """
+    if not _is_geoparquet(uri):
+        return [json.loads(line) for line in read_bytes(uri).splitlines() if line.strip()]
+    rustac = _rustac()
+    with local_copy(uri) as local:
+        features = rustac.read_sync(str(local))["features"]
+    return list(json.loads(json.dumps(features)))  # plain JSON values: lists, not the tuples of a bbox
 
 
 def group_by_epsg(items: Sequence[Mapping[str, Any]]) -> dict[int, list[Item]]:

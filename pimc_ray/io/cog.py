@@ -9,12 +9,20 @@ final name. :func:`write_cog` is the one-call form for arrays already in memory.
 
 Every output carries CRS, transform, nodata on every band, band descriptions and tags, and optionally per-band
 tags (scale/offset of quantised bands) and a colour map (class maps).
+
+No band is ever an alpha band: every band is data, and a reader that took one for alpha would mask all the others
+where it is 0 (GDAL's GTI driver does, for one). The bands are written ``MINISBLACK`` (so 3 or 4 uint8 bands are
+not RGB/RGBA), and because GDAL's GeoTIFF writer marks band 2 of every two-band palette raster as alpha whatever
+its creation options (``GTiffDataset::CreateCopy``; the ``classes`` product: class id with a palette, then the
+confidence), :func:`_unmark_alpha` resets that mark in place in every image directory of the finished COG, which
+moves no byte of its layout.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +33,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
@@ -105,6 +114,7 @@ class COGWriter:
             zstd_level=1,
             sparse_ok=True,
             bigtiff="IF_SAFER",
+            photometric="MINISBLACK",  # data bands, not RGB(A), whatever their count and dtype
         )
         for i, description in enumerate(band_descriptions or [], start=1):
             self._dst.set_band_description(i, description)
@@ -142,9 +152,13 @@ class COGWriter:
             # rasterio.Env takes GDAL_CACHEMAX in bytes (GDALSetCacheMax64), unlike the environment variable (MB)
             with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 1024 * 1024):
                 rasterio.shutil.copy(self._part, cog, driver="COG", **options)
+            _unmark_alpha(cog)
             valid, errors, _ = cog_validate(str(cog), quiet=True)
             if not valid:
                 raise InternalError(f"GDAL wrote an invalid COG for {self.path}: {errors}")
+            with rasterio.open(cog) as src:
+                if ColorInterp.alpha in src.colorinterp:
+                    raise InternalError(f"{self.path} has an alpha band: {[c.name for c in src.colorinterp]}")
             os.replace(cog, self.path)
         except BaseException:
             cog.unlink(missing_ok=True)
@@ -170,6 +184,62 @@ class COGWriter:
             self.close()
         else:
             self.abort()
+
+
+#: TIFF tag ExtraSamples, and its values that mark a sample as alpha (associated, unassociated).
+_EXTRASAMPLES = 338
+_ALPHA_SAMPLES = (1, 2)
+
+
+def _unmark_alpha(path: Path) -> int:
+    """Mark every extra sample of every image directory (IFD) of the TIFF at ``path`` "unspecified" where it says
+    alpha; returns how many were.
+
+    Only the values of the ExtraSamples tags change, in place (they lie inside their IFD entry, or in an array the
+    entry points to): no offset, size or tile of the file moves, so a COG stays a valid COG.
+    """
+    with open(path, "r+b") as f:
+
+        def read(offset: int, fmt: str) -> tuple[int, ...]:
+            f.seek(offset)
+            size = struct.calcsize(fmt)
+            raw = f.read(size)
+            if len(raw) != size:
+                raise InternalError(f"{path}: truncated TIFF at byte {offset}")
+            return struct.unpack(fmt, raw)
+
+        order = {b"II": "<", b"MM": ">"}.get(f.read(2))
+        if order is None:
+            raise InternalError(f"{path} is not a TIFF file")
+        (version,) = read(2, order + "H")
+        if version == 42:  # classic TIFF: 2-byte entry count, 12-byte entries, 4-byte offsets
+            count_fmt, entry_fmt, offset_fmt, inline, (ifd,) = "H", "HHII", "I", 4, read(4, order + "I")
+        elif version == 43:  # BigTIFF: 8-byte count, 20-byte entries, 8-byte offsets
+            count_fmt, entry_fmt, offset_fmt, inline, (ifd,) = "Q", "HHQQ", "Q", 8, read(8, order + "Q")
+        else:
+            raise InternalError(f"{path}: unknown TIFF version {version}")
+        entry_size = struct.calcsize(order + entry_fmt)
+        count_size = struct.calcsize(order + count_fmt)
+        patched, seen = 0, set()
+        while ifd and ifd not in seen:
+            seen.add(ifd)
+            (entries,) = read(ifd, order + count_fmt)
+            for i in range(entries):
+                entry = ifd + count_size + i * entry_size
+                tag, kind, n, value = read(entry, order + entry_fmt)
+                if tag != _EXTRASAMPLES or kind != 3:  # SHORT values
+                    continue
+                # values that fit the entry's value field are stored in it, the others where it points
+                where = entry + entry_size - inline if 2 * n <= inline else value
+                samples = list(read(where, f"{order}{n}H"))
+                if any(s in _ALPHA_SAMPLES for s in samples):
+                    patched += sum(s in _ALPHA_SAMPLES for s in samples)
+                    f.seek(where)
+                    f.write(struct.pack(f"{order}{n}H", *(0 if s in _ALPHA_SAMPLES else s for s in samples)))
+            (ifd,) = read(ifd + count_size + entries * entry_size, order + offset_fmt)
+    if patched:
+        logger.debug("%s: %d alpha samples marked unspecified", path, patched)
+    return patched
 
 
 def write_cog(path: str | Path, data: np.ndarray, **options: Any) -> Path:

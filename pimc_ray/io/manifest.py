@@ -18,14 +18,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from pimc_ray.errors import OutputExistsError
-from pimc_ray.io.storage import Store
+from pimc_ray.storage import Store
 
-__all__ = ["MANIFEST", "STATUS", "RunManifest"]
+__all__ = ["MANIFEST", "STATUS", "RunManifest", "publish_status", "status_entry"]
 
 MANIFEST = "manifest.json"
 #: Folder of the units' status objects, ``status/<unit>.json``.
 STATUS = "status/"
 MANIFEST_FORMAT = 1
+
+
+def status_entry(status: str, **details: Any) -> dict[str, Any]:
+    """A unit's status (``done`` with its files, ``failed`` with the error), stamped with the time."""
+    return {"status": status, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **details}
+
+
+def publish_status(store: Store, unit: str, entry: dict[str, Any]) -> None:
+    """Write the status object of ``unit`` (after its files): the one put a finished unit costs. Whoever
+    publishes the unit calls this (a mapping run's workers, for their tiles)."""
+    store.put_json(entry, f"{STATUS}{unit}.json")
 
 
 @dataclass
@@ -50,8 +61,8 @@ class RunManifest:
         return cls(data["key"], data["model"], data["params"], tiles)
 
     def publish(self, store: Store, unit: str) -> None:
-        """Write the status object of ``unit`` (after its files): the one put a finished unit costs."""
-        store.put_json(self.tiles[unit], f"{STATUS}{unit}.json")
+        """Write the status object of ``unit`` as this manifest holds it (:func:`publish_status`)."""
+        publish_status(store, unit, self.tiles[unit])
 
     def save(self, store: Store) -> None:
         """Write ``manifest.json``: at the start of a run, and at its end with every unit's status."""
@@ -83,8 +94,4 @@ class RunManifest:
             )
 
     def mark(self, tile_id: str, status: str, **details: Any) -> None:
-        self.tiles[tile_id] = {
-            "status": status,
-            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            **details,
-        }
+        self.tiles[tile_id] = status_entry(status, **details)

@@ -2,7 +2,7 @@
 
 A :class:`RasterProduct` says what one output raster holds (dtype, nodata, one description per band, tags, an
 optional colour map). A :class:`RasterSet` opens one :class:`~pimc_ray.io.cog.COGWriter` per product on a grid,
-takes blocks as windows finish, and publishes every product through a :class:`~pimc_ray.io.storage.Store` (or
+takes blocks as windows finish, and publishes every product through a :class:`~pimc_ray.storage.Store` (or
 drops them all): the mapping jobs write one set per tile, the indices job one per UTM zone.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from affine import Affine
 
 from pimc_ray.io.cog import COGWriter
-from pimc_ray.io.storage import Store
+from pimc_ray.storage import Store
 
 __all__ = ["Grid", "RasterProduct", "RasterSet"]
 

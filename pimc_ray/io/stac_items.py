@@ -19,7 +19,7 @@ from pyproj import Transformer
 from pimc_ray import __version__
 from pimc_ray.data.tiles import Tile
 from pimc_ray.io.rasters import RasterProduct
-from pimc_ray.io.storage import COG_MEDIA_TYPE
+from pimc_ray.storage import COG_MEDIA_TYPE, content_type
 
 __all__ = ["EXTENSIONS", "code_version", "output_collection", "tile_item"]
 
@@ -121,9 +121,14 @@ def tile_item(
 
 
 def output_collection(
-    items: Sequence[Mapping[str, Any]], *, collection: str, description: str
+    items: Sequence[Mapping[str, Any]],
+    *,
+    collection: str,
+    description: str,
+    mosaics: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The STAC collection of a run's tile items."""
+    """The STAC collection of a run's tile items; ``mosaics`` (keys beside the collection) become its assets,
+    so a user finds the mosaics of a run from its collection."""
     bboxes = np.array([i["bbox"] for i in items])
     start = min(i["properties"]["start_datetime"] for i in items)
     end = max(i["properties"]["end_datetime"] for i in items)
@@ -147,4 +152,22 @@ def output_collection(
             "temporal": {"interval": [[start, end]]},
         },
         "links": links,
+        **({"assets": {_mosaic_asset_key(key): _mosaic_asset(key) for key in mosaics}} if mosaics else {}),
+    }
+
+
+def _mosaic_asset_key(key: str) -> str:
+    """``mosaic_embedding_epsg32632.gti.gpkg`` -> ``mosaic_embedding_epsg32632_gti``."""
+    name = Path(key).name
+    stem, _, suffixes = name.partition(".")
+    return f"{stem}_{suffixes.split('.')[0]}"
+
+
+def _mosaic_asset(key: str) -> dict[str, Any]:
+    kind = "GDAL tile index (GTI)" if ".gti." in key else "GDAL VRT"
+    return {
+        "href": f"./{key}",
+        "type": content_type(key),
+        "title": f"{kind} mosaic over the run's tiles",
+        "roles": ["data", "mosaic"],
     }

@@ -14,13 +14,14 @@ package; only :mod:`pimc_ray.cli` (``pimc archive``, ``pimc stac serve``, ``pimc
 from pimc_ray.local._service import free_port, wait_until_up
 from pimc_ray.local.archive import ArchiveInfo, ArchiveSpec, build_archive
 from pimc_ray.local.areas import demo_aoi, demo_train_aoi, tile_bbox
-from pimc_ray.local.ray_cluster import LocalRayHead, wait_for_job_agent
+from pimc_ray.local.ray_cluster import LocalRayCluster, LocalRayHead, wait_for_job_agent
 from pimc_ray.local.s3_server import LocalS3Server
 from pimc_ray.local.stac_server import LocalStacServer
 
 __all__ = [
     "ArchiveInfo",
     "ArchiveSpec",
+    "LocalRayCluster",
     "LocalRayHead",
     "LocalS3Server",
     "LocalStacServer",

@@ -79,7 +79,7 @@ class LocalS3Server(LocalService):
         return f"http://127.0.0.1:{self.ports['s3']}"
 
     def env(self) -> dict[str, str]:
-        """Environment for boto3 (and, through :func:`pimc_ray.io.storage.gdal_s3_env`, GDAL)."""
+        """Environment for boto3 (and, through :func:`pimc_ray.storage.gdal_s3_env`, GDAL)."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ACCESS_KEY_ID": self.access_key,

@@ -1,14 +1,14 @@
-"""Mapping: an area's windows through read and encoder actors into per-tile maps, and the indices job.
+"""Mapping: an area's tiles mapped and published whole by worker actors, and the indices job.
 
 - :mod:`~pimc_ray.mapping.requests`: what a run asks for (:class:`AreaRequest`, :class:`MapRequest`) and its key;
-- :mod:`~pimc_ray.mapping.runner`: :func:`run_windows`, the streaming Ray Data pipeline (or this process), and
-  :class:`Parallelism`;
+- :mod:`~pimc_ray.mapping.runner`: :func:`run_groups` (whole tiles on worker actors, or this process),
+  :func:`run_windows` (window results back to the caller) and :class:`Parallelism`;
 - :mod:`~pimc_ray.mapping.embedder`: :class:`WindowEmbedder`, one window's series to embeddings;
 - :mod:`~pimc_ray.mapping.heads`: :func:`fit_head` (the one head-fitting path) and :func:`classify`;
 - :mod:`~pimc_ray.mapping.maps`: :func:`map_aoi` and :func:`dry_run`, the mapping jobs;
 - :mod:`~pimc_ray.mapping.indices`: :func:`export_indices`, the indices job.
 
-Names load on first use, so a read actor that needs only the runner does not import torch.
+Names load on first use, so a process that needs only the runner does not import torch.
 """
 
 from pimc_ray._exports import lazy_exports
@@ -18,6 +18,7 @@ _API = {
     "MapRequest": "pimc_ray.mapping.requests",
     "Parallelism": "pimc_ray.mapping.runner",
     "WindowFailure": "pimc_ray.mapping.runner",
+    "run_groups": "pimc_ray.mapping.runner",
     "run_windows": "pimc_ray.mapping.runner",
     "EmbedderFactory": "pimc_ray.mapping.embedder",
     "WindowEmbedder": "pimc_ray.mapping.embedder",

@@ -2,7 +2,7 @@
 
 :class:`WindowEmbedder` owns an encoder and turns one :class:`~pimc_ray.data.tiles.Window` of an output grid into an
 embedding block. It is a plain class so tests and notebooks call it directly; jobs run it on Ray actors through
-:func:`pimc_ray.mapping.runner.run_windows` (one model load per actor), after the read stage :func:`series_reader`
+:func:`pimc_ray.mapping.runner.run_groups` (one model load per worker), after the read stage :func:`series_reader`
 picks for the encoder. Recurrence plots are built batch by batch right before the encoder and dropped after (see
 docs/design.md: one tile's plots would be terabytes).
 
@@ -27,8 +27,9 @@ never draws such a pixel (:mod:`pimc_ray.training.pairs`). The joint encoder (``
 image-patch encoder; its plot encoder takes the blue, red and NIR series of the window's own pixels, its patch
 encoder the patches, and a pixel's embedding is the two side by side (nodata where either is).
 
-Both paths run the same code on the CPU and on a GPU: series go to the device once (per batch for plots, per
-window for patches) and reach torch through DLPack.
+Both paths run the same code on the CPU and on a GPU: a window's series go to the device once, stay there through
+indices, plots or patches (reaching torch through DLPack) and the encoder, and the window's embeddings come back
+to the host once.
 """
 
 from __future__ import annotations
@@ -186,8 +187,9 @@ class WindowEmbedder:
     def embed_series(self, series: np.ndarray) -> np.ndarray:
         """Embeddings ``(P, D)`` float32 of regular series ``(T, 3, P)``; NaN rows where a series or plot has NaN.
 
-        On ``device="cuda"`` each batch of series is copied to the GPU once; indices, plots (the fused CuPy
-        kernel) and the encoder then run there, the plots reaching torch through DLPack without a copy.
+        On ``device="cuda"`` the series are copied to the GPU once; indices, plots (the fused CuPy kernel) and the
+        encoder run there batch by batch, the plots reaching torch through DLPack without a copy, and the
+        embeddings come back in one copy.
         """
         return self._embed_plots(self._part("plots", "series: use embed_patches()"), series)
 
@@ -217,13 +219,17 @@ class WindowEmbedder:
         ok = np.flatnonzero(np.isfinite(series).all(axis=(0, 1)))
         by_band = np.ascontiguousarray(series[:, :, ok].transpose(1, 2, 0))  # (3, n, T): blue, red, nir
         xp = import_cupy() if self.device == "cuda" else np
+        on_device = xp.asarray(by_band)  # host -> device once per window
         with torch.inference_mode():
+            embeddings = []  # stay on the device until the window is done
             for start in range(0, len(ok), self.batch_size):
-                batch = xp.asarray(by_band[:, start : start + self.batch_size])  # host -> device once
+                batch = on_device[:, start : start + self.batch_size]
                 x = to_torch(xp.ascontiguousarray(inputs(batch[0], batch[1], batch[2])))
-                emb = encoder(x)
+                emb = encoder(x).float()
                 emb[~torch.isfinite(x).flatten(1).all(dim=1)] = torch.nan
-                out[ok[start : start + len(x)]] = emb.float().cpu().numpy()
+                embeddings.append(emb)
+            if embeddings:
+                out[ok] = torch.cat(embeddings).cpu().numpy()  # device -> host once per window
         return out
 
     def embed_patches(
@@ -267,12 +273,15 @@ class WindowEmbedder:
         idx = np.flatnonzero(ok)
         rows, cols = np.divmod(idx, width)
         out = np.full((height * width, int(encoder.embed_dim)), np.nan, dtype=np.float32)
+        rows_on, cols_on = xp.asarray(rows), xp.asarray(cols)
         with torch.inference_mode():
+            embeddings = []  # stay on the device until the window is done
             for start in range(0, len(idx), self.batch_size):
                 part = slice(start, start + self.batch_size)
-                batch = patches_at(image, xp.asarray(rows[part]), xp.asarray(cols[part]), k)
-                emb = encoder(to_torch(batch))  # (n, 10, k, k) -> (n, D)
-                out[idx[part]] = emb.float().cpu().numpy()
+                batch = patches_at(image, rows_on[part], cols_on[part], k)
+                embeddings.append(encoder(to_torch(batch)).float())  # (n, 10, k, k) -> (n, D)
+            if embeddings:
+                out[idx] = torch.cat(embeddings).cpu().numpy()  # device -> host once per window
         return out
 
     def _own_series(self, series: WindowSeries, window: Window, inside: np.ndarray) -> np.ndarray:

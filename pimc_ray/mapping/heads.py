@@ -4,8 +4,8 @@
 a STAC collection) and by the mapping jobs' ``--head-train-aoi``:
 
 1. the windows that hold labels are found on the driver (:func:`~pimc_ray.data.labels.labelled_windows`);
-2. only those windows are read and embedded, through :func:`~pimc_ray.mapping.runner.run_windows` (read actors,
-   then encoder actors, or this process), and each keeps up to ``per_class`` random labelled pixels per class;
+2. only those windows are read and embedded, through :func:`~pimc_ray.mapping.runner.run_windows` (the workers
+   of a mapping run, or this process), and each keeps up to ``per_class`` random labelled pixels per class;
 3. a class-balanced draw of ``per_class`` pixels per class fits a
    :class:`~pimc_ray.models.heads.LinearClassifier`.
 
@@ -16,10 +16,8 @@ ran it (samples are gathered in window order).
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,18 +26,18 @@ from pimc_ray.data.labels import LabelSource, balanced_sample, labelled_windows,
 from pimc_ray.data.series import SeriesReader, WindowSeries
 from pimc_ray.data.tiles import OutputGrid, Window
 from pimc_ray.errors import LabelError, NoItemsFoundError, PimcError
-from pimc_ray.io.storage import Store
 from pimc_ray.mapping.embedder import EmbedderFactory
 from pimc_ray.mapping.runner import Parallelism, WindowFailure, run_windows
-from pimc_ray.models.heads import Head, LinearClassifier
+from pimc_ray.models.heads import HEAD_CONFIG, HEAD_WEIGHTS, Head, LinearClassifier
 from pimc_ray.progress import Progress
+from pimc_ray.storage import Store
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HEAD_FILES", "classify", "fit_head", "load_head", "save_head"]
 
 #: The files of a saved head (:meth:`~pimc_ray.models.heads.LinearClassifier.save`).
-HEAD_FILES = ("head.json", "head.safetensors")
+HEAD_FILES = (HEAD_CONFIG, HEAD_WEIGHTS)
 
 Samples = tuple[np.ndarray, np.ndarray]
 
@@ -89,7 +87,7 @@ def fit_head(
         grids: the grids (a zone's grid, or tiles) whose windows are searched for labels.
         reader: the read stage the encoder needs (:func:`~pimc_ray.mapping.embedder.series_reader`).
         embedder: the compute stage's encoder recipe.
-        parallel: read and encoder actors (``workers=0``: this process).
+        parallel: the workers (``workers=0``: this process).
         window_size: window edge in pixels.
         per_class: labelled pixels per class kept per window, and drawn in the end.
         seed: seed of the pixel draws.
@@ -142,21 +140,14 @@ def fit_head(
 
 def save_head(head: LinearClassifier, store: Store, prefix: str) -> None:
     """Put a head's files under ``prefix/`` of a store."""
-    with tempfile.TemporaryDirectory(prefix="pimc-head-") as tmp:
-        head.save(tmp)
-        for name in HEAD_FILES:
-            store.put_file(Path(tmp, name), f"{prefix}/{name}")
+    head.save(store.uri(prefix))
 
 
 def load_head(store: Store, prefix: str) -> LinearClassifier | None:
     """The head saved under ``prefix/`` of a store, or None when there is none."""
-    blobs = {name: store.get_bytes(f"{prefix}/{name}") for name in HEAD_FILES}
-    if any(blob is None for blob in blobs.values()):
+    if not all(store.exists(f"{prefix}/{name}") for name in HEAD_FILES):
         return None
-    with tempfile.TemporaryDirectory(prefix="pimc-head-") as tmp:
-        for name, blob in blobs.items():
-            Path(tmp, name).write_bytes(blob or b"")
-        return LinearClassifier.load(tmp)
+    return LinearClassifier.load(store.uri(prefix))
 
 
 def classify(embedding: np.ndarray, head: Head) -> tuple[np.ndarray, np.ndarray]:

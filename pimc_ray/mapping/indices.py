@@ -33,11 +33,11 @@ from pimc_ray.data.tiles import OutputGrid, Window, aoi_grids
 from pimc_ray.errors import AllCloudError, PimcError
 from pimc_ray.io.manifest import RunManifest
 from pimc_ray.io.rasters import RasterProduct, RasterSet
-from pimc_ray.io.storage import open_store
 from pimc_ray.kernels.indices import INDEX_NAMES, vegetation_indices
 from pimc_ray.mapping.requests import AreaRequest
 from pimc_ray.mapping.runner import WindowFailure, run_windows
 from pimc_ray.progress import Meter, Progress
+from pimc_ray.storage import open_store
 
 logger = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@
    (:class:`~pimc_ray.io.manifest.RunManifest`): finished tiles are skipped, a different model or different
    parameters are refused;
 4. the head: loaded (``--head``), or fit on labels of a held-out area (:func:`pimc_ray.mapping.heads.fit_head`);
-5. windows streamed through :func:`pimc_ray.mapping.runner.run_windows` (read actors, then encoder actors) into
-   the tile's writers as they arrive (:class:`TilePublisher`); a tile whose windows are all in is published (COGs,
-   STAC item, manifest entry) before the next. For an image-patch encoder every window is read grown by the
-   encoder's halo (:func:`pimc_ray.mapping.embedder.series_reader`), so pixels at tile edges get the same context
-   as interiors;
-6. the collection, the VRT mosaics and the frozen items.
+5. the tiles on worker actors (:func:`pimc_ray.mapping.runner.run_groups`): a worker reads a tile's windows (read
+   threads ahead of the encoder), embeds them, writes the tile's COGs and publishes them, its STAC item and its
+   status object itself (:class:`TilePublisher`, :class:`TileWriter`); the driver gets one small
+   :class:`TileRecord` per tile. For an image-patch encoder every window is read grown by the encoder's halo
+   (:func:`pimc_ray.mapping.embedder.series_reader`), so pixels at tile edges get the same context as interiors;
+6. derived from the published tiles at the end: the manifest, the collection and the mosaics.
 
 Layout under the output location (a folder or ``s3://bucket/prefix``)::
 
@@ -34,35 +34,52 @@ Failed windows fail their tile, not the run: failed tiles are listed at the end 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
+import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely.geometry
 
 from pimc_ray.data.labels import StacLabels
 from pimc_ray.data.stac import Item, dumps_ndjson, search_items
-from pimc_ray.data.tiles import Tile, TileGrid, Window
-from pimc_ray.errors import PimcError, TilesFailedError
-from pimc_ray.io.manifest import RunManifest
+from pimc_ray.data.tiles import OutputGrid, Tile, TileGrid, Window
+from pimc_ray.errors import OutputExistsError, PimcError, TilesFailedError
+from pimc_ray.io.manifest import RunManifest, publish_status, status_entry
 from pimc_ray.io.mosaic import write_mosaics
 from pimc_ray.io.rasters import RasterProduct, RasterSet
 from pimc_ray.io.stac_items import output_collection, tile_item
-from pimc_ray.io.storage import Store, open_store
 from pimc_ray.mapping.embedder import EmbedderFactory, WindowResult, embedding_bands, series_reader
 from pimc_ray.mapping.heads import classify, fit_head, load_head, save_head
 from pimc_ray.mapping.requests import MapRequest
-from pimc_ray.mapping.runner import WindowFailure, run_windows
+from pimc_ray.mapping.runner import GridWindows, GroupFailure, WindowFailure, run_groups
 from pimc_ray.models.heads import Head, LinearClassifier
 from pimc_ray.progress import Meter, Progress
+from pimc_ray.storage import Store, normalize_location, open_store
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MapSummary", "TilePublisher", "dry_run", "embedder_factory", "map_aoi", "tile_products"]
+__all__ = [
+    "MapSummary",
+    "TilePublisher",
+    "TileRecord",
+    "TileWriter",
+    "derive_run",
+    "dry_run",
+    "embedder_factory",
+    "map_aoi",
+    "tile_products",
+    "write_run_products",
+]
 
 #: Where a run keeps the head it fit (``--head-train-aoi``), so that a resumed run maps with the same one.
 _HEAD_PREFIX = "head"
@@ -114,113 +131,183 @@ def tile_products(
     return out
 
 
-@dataclass
-class _OpenTile:
-    """A tile whose windows are still arriving."""
+@dataclass(frozen=True)
+class TileRecord:
+    """What a worker sends the driver for a tile: its status entry (also published as ``status/<tile>.json``)."""
 
-    rasters: RasterSet
-    windows_left: int
-    failures: list[str] = field(default_factory=list)
+    tile_id: str
+    status: dict[str, Any]
+    """``{"status": "done", "files": [...], "pixels": n, "seconds": s, "worker": {...}}``, or ``failed`` with
+    the error."""
 
 
+@dataclass(frozen=True)
 class TilePublisher:
-    """Takes window results in any interleaving of tiles; publishes each tile when its last window is in.
+    """The sink factory of a mapping run (:class:`~pimc_ray.mapping.runner.GroupSink`): shipped once to each
+    worker, it opens a :class:`TileWriter` per tile, which writes and publishes the tile from the worker.
 
-    A tile is published as its COGs (validated, uploaded), then its STAC item, then its manifest entry ``done``;
-    a tile with a failed window is dropped and marked ``failed`` with the first error.
-
-    Args:
-        request: the run.
-        store: where the outputs go.
-        manifest: the run's manifest (saved after every tile).
-        products: what each tile holds (:func:`tile_products`).
-        head: the classification head, if the run classifies.
-        windows: how many windows each tile id has.
-        folder: a local folder for the tiles' temporary files.
+    A tile is published as its COGs (validated, uploaded), then its STAC item, then its status object; a tile
+    with a failed window publishes only a ``failed`` status with the first error.
     """
 
-    def __init__(
-        self,
+    out: str
+    """The run's output location (each worker opens its own connection to it)."""
+    products: Mapping[str, RasterProduct]
+    head: Head | None
+    collection: str
+    dates: tuple[dt.date, dt.date]
+    tags: Mapping[str, str]
+    """GeoTIFF tags of every COG."""
+    properties: Mapping[str, Any]
+    """STAC properties of every item."""
+
+    @classmethod
+    def for_run(
+        cls,
         request: MapRequest,
-        store: Store,
         manifest: RunManifest,
         products: Mapping[str, RasterProduct],
         head: Head | None,
-        windows: Mapping[str, int],
-        folder: Path,
-    ) -> None:
-        self.request, self.store, self.manifest = request, store, manifest
-        self.products, self.head, self.windows, self.folder = products, head, windows, folder
-        self.tags = {
-            "pimc_weights": manifest.model,
-            "pimc_run": manifest.key,
-            "pimc_encoder": json.dumps(request.encoder.config.to_dict()),
-        }
-        self.properties = {
-            "pimc:model": manifest.model,
-            "pimc:run": manifest.key,
-            "pimc:encoder": request.encoder.config.describe(),
-        }
-        self.open: dict[str, _OpenTile] = {}
-        self.written = 0
+    ) -> TilePublisher:
+        dates = request.spec.dates
+        return cls(
+            normalize_location(request.out),
+            dict(products),
+            head,
+            request.collection_id,
+            (dates.start, dates.end),
+            {
+                "pimc_weights": manifest.model,
+                "pimc_run": manifest.key,
+                "pimc_encoder": json.dumps(request.encoder.config.to_dict()),
+            },
+            {
+                "pimc:model": manifest.model,
+                "pimc:run": manifest.key,
+                "pimc:encoder": request.encoder.config.describe(),
+            },
+        )
+
+    @cached_property
+    def store(self) -> Store:
+        """The output store, opened once per worker (never pickled: see ``__getstate__``)."""
+        return open_store(self.out)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "store"}
+
+    def __call__(self, tile: OutputGrid, windows: Sequence[Window]) -> TileWriter:
+        if not isinstance(tile, Tile):
+            raise TypeError(f"a mapping run's groups are tiles, got {type(tile).__name__}")
+        return TileWriter(self, tile)
+
+
+class TileWriter:
+    """One tile on a worker: its windows' results go into local COG writers, :meth:`finish` publishes it."""
+
+    def __init__(self, publisher: TilePublisher, tile: Tile) -> None:
+        self.publisher, self.tile = publisher, tile
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{tile.tile_id}-", dir=worker_scratch()))
+        tags = {**publisher.tags, "pimc_tile": tile.tile_id}
+        self.rasters = RasterSet(tile, self.folder, publisher.products, tags)
+        self.failures: list[str] = []
         self.pixels = 0
-        self.failed: dict[str, str] = {}
+        self.meter = Meter(0)
 
-    def add(self, tile: Tile, result: WindowResult | WindowFailure) -> bool:
-        """Take one window's result; returns True when it finished its tile (published or failed)."""
-        state = self.open.get(tile.tile_id)
-        if state is None:
-            folder = self.folder / tile.tile_id
-            folder.mkdir()
-            rasters = RasterSet(tile, folder, self.products, {**self.tags, "pimc_tile": tile.tile_id})
-            state = self.open[tile.tile_id] = _OpenTile(rasters, self.windows[tile.tile_id])
+    def add(self, window: Window, result: WindowResult | WindowFailure) -> None:
         if isinstance(result, WindowFailure):
-            state.failures.append(result.error)
-        else:
-            self.pixels += self._write(state.rasters, result)
-        state.windows_left -= 1
-        if state.windows_left > 0:
-            return False
-        del self.open[tile.tile_id]
-        if state.failures:
-            state.rasters.abort()
-            self.failed[tile.tile_id] = state.failures[0]
-            self.manifest.mark(tile.tile_id, "failed", error=state.failures[0])
-        else:
-            self._publish(tile, state.rasters)
-        self.manifest.publish(self.store, tile.tile_id)
-        return True
+            self.failures.append(result.error)
+        elif not self.failures:  # a failed tile is dropped: no need to write the rest
+            self.pixels += self._write(result)
 
-    def _write(self, rasters: RasterSet, result: WindowResult) -> int:
-        """Write one window into its tile's products; returns its count of valid pixels."""
-        w: Window = result.window
+    def _write(self, result: WindowResult) -> int:
+        """Write one window into the tile's products; returns its count of valid pixels."""
+        w, products, head = result.window, self.publisher.products, self.publisher.head
         valid = np.isfinite(result.embedding[0])
-        if "embedding" in self.products:
-            rasters.write("embedding", result.embedding, w.row, w.col)
-        if self.head is not None:
-            classes, confidence = classify(result.embedding, self.head)
+        if "embedding" in products:
+            self.rasters.write("embedding", result.embedding, w.row, w.col)
+        if head is not None:
+            classes, confidence = classify(result.embedding, head)
             percent = np.where(valid, np.round(np.nan_to_num(confidence) * 100), 0).astype(np.uint8)
-            rasters.write("classes", np.stack([classes, percent]), w.row, w.col)
+            self.rasters.write("classes", np.stack([classes, percent]), w.row, w.col)
         qa = np.where(valid, result.valid_count, 0).astype(np.uint16)
-        rasters.write("qa", qa[None], w.row, w.col)
+        self.rasters.write("qa", qa[None], w.row, w.col)
         return int(valid.sum())
 
-    def _publish(self, tile: Tile, rasters: RasterSet) -> None:
-        keys = rasters.publish(
-            self.store, {name: f"tiles/{tile.tile_id}/{name}.tif" for name in self.products}
+    def abort(self) -> None:
+        """Drop the tile (a window could not be written): nothing of it is published."""
+        self.rasters.abort()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def finish(self) -> TileRecord:
+        """Publish the tile (COGs, item, status) or its failure; returns the record for the driver."""
+        tile_id, store = self.tile.tile_id, self.publisher.store
+        try:
+            if self.failures:
+                self.rasters.abort()
+                entry = status_entry("failed", error=self.failures[0])
+            else:
+                entry = self._publish()
+            publish_status(store, tile_id, entry)
+        except BaseException:
+            self.rasters.abort()
+            raise
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return TileRecord(tile_id, entry)
+
+    def _publish(self) -> dict[str, Any]:
+        p, tile = self.publisher, self.tile
+        keys = self.rasters.publish(
+            p.store, {name: f"tiles/{tile.tile_id}/{name}.tif" for name in p.products}
         )
-        dates = self.request.spec.dates
         item = tile_item(
-            tile,
-            keys,
-            self.products,
-            collection=self.request.collection_id,
-            dates=(dates.start, dates.end),
-            properties=self.properties,
+            tile, keys, p.products, collection=p.collection, dates=p.dates, properties=dict(p.properties)
         )
-        self.store.put_json(item, f"tiles/{tile.tile_id}/item.json")
-        self.manifest.mark(tile.tile_id, "done", files=sorted(keys.values()))
-        self.written += 1
+        p.store.put_json(item, f"tiles/{tile.tile_id}/item.json")
+        return status_entry(
+            "done",
+            files=sorted(keys.values()),
+            pixels=self.pixels,
+            seconds=round(self.meter.elapsed, 2),
+            worker=worker_identity(),
+        )
+
+
+#: Where workers write tiles before publishing them: ``$TMPDIR/pimc-tiles/<pid>/<tile>-*``.
+SCRATCH = "pimc-tiles"
+
+
+@functools.cache
+def worker_scratch() -> Path:
+    """This process's folder for unpublished tiles, made once; the folders of processes that no longer exist
+    (a worker killed mid-tile leaves its partial files) are removed first, so a rerun cleans up after a kill."""
+    root = Path(tempfile.gettempdir()) / SCRATCH
+    root.mkdir(exist_ok=True)
+    for folder in root.iterdir():
+        if folder.name.isdigit() and not _alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = root / str(os.getpid())
+    mine.mkdir(exist_ok=True)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def worker_identity() -> dict[str, Any]:
+    """Which process published a tile (kept in its status): host, process id, and Ray node id on Ray."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    return {"host": socket.gethostname(), "pid": os.getpid(), "ray_node": node}
 
 
 def _head(request: MapRequest, store: Store, resuming: bool, progress: Progress) -> LinearClassifier | None:
@@ -286,22 +373,17 @@ def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSumm
     if not resuming:
         manifest.save(store)
         store.put_bytes(dumps_ndjson(items), "items.ndjson")
-    publisher = _map_tiles(request, items, todo, products, head, store, manifest, progress)
+    publisher = TilePublisher.for_run(request, manifest, products, head)
+    written, pixels, failed = _map_tiles(request, items, todo, publisher, manifest, progress)
     manifest.save(store)  # the run-level manifest, derived from the tiles' status objects
     published = manifest.done()  # before this run and by it
-    finished = [t for t in tiles if t.tile_id in published]
+    finished = sorted((t for t in tiles if t.tile_id in published), key=lambda t: t.tile_id)  # as derive_run
     keys = [f"tiles/{t.tile_id}/{p}.tif" for t in todo if t.tile_id in published for p in products]
     if finished:
-        item_dicts = [store.get_json(f"tiles/{t.tile_id}/item.json") for t in finished]
-        desc = f"PIMC maps of run {key}: {request.encoder.config.describe()}, {weights}"
-        store.put_json(
-            output_collection(item_dicts, collection=request.collection_id, description=desc),
-            "collection.json",
-        )
-        keys += write_mosaics(store, finished, products) + ["collection.json"]
-    failed = publisher.failed
+        description = _description(manifest, request.encoder.config.describe())
+        keys += write_run_products(store, finished, products, request.collection_id, description)
     progress(
-        f"tiles: {publisher.written} written, {len(tiles) - len(todo)} skipped, {len(failed)} failed of "
+        f"tiles: {written} written, {len(tiles) - len(todo)} skipped, {len(failed)} failed of "
         f"{len(tiles)}  ({meter.elapsed:.0f}s)"
     )
     if failed:
@@ -310,45 +392,132 @@ def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSumm
             f"{len(failed)} of {len(tiles)} tiles failed (the others are written):\n{lines}\n"
             "rerun the same command to retry only the failed tiles"
         )
-    return MapSummary(
-        request.out, len(tiles), publisher.written, len(tiles) - len(todo), publisher.pixels, keys
+    return MapSummary(request.out, len(tiles), written, len(tiles) - len(todo), pixels, keys)
+
+
+def write_run_products(
+    store: Store,
+    tiles: Sequence[Tile],
+    products: Mapping[str, RasterProduct],
+    collection: str,
+    description: str,
+) -> list[str]:
+    """The run-level outputs derived from its published tiles (``tiles``, all done): the mosaics, and the STAC
+    collection of their items with the mosaics as its assets. Returns the keys written."""
+    items = [store.get_json(f"tiles/{t.tile_id}/item.json") for t in tiles]
+    mosaics = write_mosaics(store, tiles, products)
+    store.put_json(
+        output_collection(items, collection=collection, description=description, mosaics=mosaics),
+        "collection.json",
     )
+    return [*mosaics, "collection.json"]
+
+
+def _description(manifest: RunManifest, encoder: str) -> str:
+    return f"PIMC maps of run {manifest.key}: {encoder}, {manifest.model}"
+
+
+def derive_run(out: str, *, progress: Progress = logger.info) -> list[str]:
+    """Derive a mapping run's ``manifest.json``, ``collection.json`` and mosaics from what its tiles published
+    (their status objects, items and COGs): what a run does at its end, and ``pimc derive`` at any time, also
+    while the run goes on or after it stopped. Returns the keys written.
+
+    Raises:
+        OutputExistsError: ``out`` holds no mapping run (no ``manifest.json``, or one of another job).
+    """
+    store = open_store(out)
+    manifest = RunManifest.load(store)
+    if manifest is None or "tile_size" not in manifest.params:
+        raise OutputExistsError(
+            f"{out} holds no mapping run (no manifest.json of embed/classify); check --out"
+        )
+    manifest.save(store)
+    done = sorted(manifest.done())
+    progress(f"{len(manifest.tiles)} tiles with a status, {len(done)} done")
+    if not done:
+        return ["manifest.json"]
+    items = [store.get_json(f"tiles/{tile_id}/item.json") for tile_id in done]
+    tiles = [_tile_of_item(item) for item in items]
+    products = _products_of_tile(store, items[0])
+    encoder = items[0]["properties"].get("pimc:encoder", "")
+    keys = write_run_products(store, tiles, products, items[0]["collection"], _description(manifest, encoder))
+    return ["manifest.json", *keys]
+
+
+def _tile_of_item(item: Mapping[str, Any]) -> Tile:
+    """The tile a published item describes (its grid, from the projection extension)."""
+    props = item["properties"]
+    bounds = tuple(float(v) for v in props["proj:bbox"])
+    epsg = int(str(props["proj:code"]).removeprefix("EPSG:"))
+    resolution = float(props["proj:transform"][0])
+    return Tile(epsg, bounds, resolution, shapely.geometry.box(*bounds), props["pimc:tile"])  # type: ignore[arg-type]
+
+
+def _nodata(dtype: str, value: float | None) -> float:
+    """A COG's nodata as the run wrote it: NaN for floats, an integer for integer bands."""
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return float("nan") if value is None else float(value)
+    return int(value or 0)
+
+
+def _products_of_tile(store: Store, item: Mapping[str, Any]) -> dict[str, RasterProduct]:
+    """What a run's tiles hold, read back from one published tile's COGs (dtype, nodata, bands, colour map)."""
+    import rasterio
+
+    from pimc_ray.storage import gdal_s3_env
+
+    out = {}
+    tile_id = item["properties"]["pimc:tile"]
+    with rasterio.Env(**gdal_s3_env()):
+        for name, asset in item["assets"].items():
+            if not asset["href"].endswith(".tif"):
+                continue
+            with rasterio.open(store.gdal_path(f"tiles/{tile_id}/{name}.tif")) as src:
+                colormap = src.colormap(1) if src.colorinterp[0].name == "palette" else None
+                out[name] = RasterProduct(
+                    name,
+                    src.dtypes[0],
+                    _nodata(src.dtypes[0], src.nodata),
+                    tuple(d or "" for d in src.descriptions),
+                    asset.get("title", name),
+                    colormap=colormap,
+                )
+    return out
 
 
 def _map_tiles(
     request: MapRequest,
     items: list[Item],
     todo: Sequence[Tile],
-    products: Mapping[str, RasterProduct],
-    head: Head | None,
-    store: Store,
+    publisher: TilePublisher,
     manifest: RunManifest,
     progress: Progress,
-) -> TilePublisher:
-    """Stream the windows of the ``todo`` tiles through the pipeline into a :class:`TilePublisher`."""
-    tasks = [(t, w) for t in todo for w in t.windows(request.window_size)]
-    windows = {t.tile_id: 0 for t in todo}
-    for tile, _ in tasks:
-        windows[tile.tile_id] += 1
-    meter = Meter(len(todo))
-    with tempfile.TemporaryDirectory(prefix="pimc-tiles-") as tmp:
-        publisher = TilePublisher(request, store, manifest, products, head, windows, Path(tmp))
-        results = run_windows(
-            tasks,
-            series_reader(request.spec, items, request.encoder.config),
-            embedder_factory(request),
-            parallel=request.parallel,
-            progress=progress,
-            label="windows",
-        )
-        for index, result in results:
-            if publisher.add(tasks[index][0], result):
-                finished = publisher.written + len(publisher.failed)
-                progress(
-                    f"[tiles] {publisher.written} done, {len(publisher.failed)} failed, {len(todo)} to do  "
-                    f"{meter.times(finished)}"
-                )
-    return publisher
+) -> tuple[int, int, dict[str, str]]:
+    """Map the ``todo`` tiles on the workers, each tile read, embedded, written and published by one worker;
+    the driver only records each tile's status. Returns tiles written, valid pixels, and failed tiles' errors."""
+    written, pixels, failed = 0, 0, {}
+    records = run_groups(
+        GridWindows(todo, request.window_size),
+        series_reader(request.spec, items, request.encoder.config),
+        embedder_factory(request),
+        publisher,
+        parallel=request.parallel,
+        progress=progress,
+        label="tiles",
+    )
+    for index, record in records:
+        tile_id = todo[index].tile_id
+        if isinstance(record, GroupFailure):  # the worker could not publish, or died: not published
+            manifest.mark(tile_id, "failed", error=record.error)
+        else:
+            manifest.tiles[tile_id] = record.status
+        entry = manifest.tiles[tile_id]
+        if entry["status"] == "done":
+            written += 1
+            pixels += int(entry["pixels"])
+        else:
+            failed[tile_id] = entry["error"]
+    return written, pixels, failed
 
 
 def dry_run(request: MapRequest, *, progress: Progress = print) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pimc_ray.data.aoi import AOI
@@ -23,6 +22,8 @@ from pimc_ray.errors import InvalidConfigError
 from pimc_ray.kernels.patches import check_composite
 from pimc_ray.mapping.runner import Parallelism
 from pimc_ray.models.checkpoint import EncoderRef, sha256_file
+from pimc_ray.models.heads import HEAD_WEIGHTS
+from pimc_ray.storage import join_uri
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ class AreaRequest:
     """Workers, CPUs, GPUs."""
     window_size: int = 128
     """Window edge in pixels (the unit of work)."""
-    snapshot: Path | None = None
-    """Frozen item list (ndjson): read instead of searching when it exists, written after searching otherwise."""
+    snapshot: str | None = None
+    """Frozen item list, a local path or a URI (``.ndjson``, or stac-geoparquet ``.parquet``): read instead of
+    searching when it exists, written after searching otherwise."""
 
     def __post_init__(self) -> None:
         if self.window_size < 1:
@@ -79,8 +81,9 @@ class MapRequest(AreaRequest):
 
     encoder: EncoderRef = field(default_factory=EncoderRef)
     """The encoder (a checkpoint, or a seeded random initialisation) and the composite its patches come from."""
-    head: Path | None = None
-    """A saved classification head; else one is fit on ``head_train_aoi``'s labels."""
+    head: str | None = None
+    """The folder of a saved classification head, a local path or a URI; else one is fit on ``head_train_aoi``'s
+    labels."""
     head_train_aoi: AOI | None = None
     labels_collection: str = "pimc-sample-labels"
     per_class: int = 400
@@ -127,7 +130,7 @@ class MapRequest(AreaRequest):
             job="map",
             encoder=self.encoder.config.to_dict(),
             weights=weights,
-            head=sha256_file(self.head / "head.safetensors") if self.head else None,
+            head=sha256_file(join_uri(self.head, HEAD_WEIGHTS)) if self.head else None,
             head_train_aoi=self.head_train_aoi.__geo_interface__ if self.head_train_aoi else None,
             per_class=self.per_class,
             tile_size=self.tile_size,

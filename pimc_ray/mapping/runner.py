@@ -1,36 +1,95 @@
-"""Run a job's per-window stages over an area's windows: a streaming Ray Data pipeline, or this process.
+"""Run a job's per-window stages over groups of windows on Ray worker actors (or in this process).
 
-Jobs hand :func:`run_windows` a list of ``(grid, window)`` tasks and two picklable stages: a *reader* (reading and
-stacking, on read actors that reserve little CPU) and a *compute factory* that builds the per-window computation
-once per actor (e.g. loading an encoder). Both stages follow pimc-ray's one Ray Data pattern
-(:mod:`pimc_ray.parallel`: class UDFs on actor pools, rows that carry a task index). The pipeline streams windows
-through both with backpressure, so memory is bounded whatever the area's size; results come back in task order,
-with progress (windows, pixels, elapsed, ETA) reported through a callback.
+The unit of scheduling is a *group*: a grid and some of its windows, in the mapping jobs a whole output tile. A
+worker actor takes a group and does everything for it: it reads the group's windows (a pool of read threads runs
+ahead of the encoder, so reading overlaps computing), computes each window, and hands the results one by one to a
+*sink* built for the group, which writes them (COGs into a store, for a tile) and returns a small *record* when
+the group is finished. Only records travel back to the driver, which coordinates: it submits groups, keeps every
+worker fed, and reports progress. Windows stay the unit of memory inside a group.
+
+Jobs hand :func:`run_groups` three picklable stages, each built once per worker:
+
+* a *reader* ``reader(grid, window)`` (reading and stacking: I/O bound, run in the worker's read threads);
+* a *compute factory* whose function ``fn(grid, window, read)`` is built once per worker (e.g. an encoder);
+* a *sink factory* ``sink(grid, windows)`` giving a :class:`GroupSink` per group.
+
+:func:`run_windows` is the same machinery for callers that want every window's result back in the driver (fitting
+a head on a few labelled windows, the indices job's zone writers): its sink collects a group's results.
+
+Why threads in the worker rather than a two-stage Ray Data pipeline: with a pipeline every window's read result
+and every window's embedding travel through the object store, and the last stage (the one that writes a tile)
+must see all of a tile's windows, so it funnels into one process; a worker that reads with threads keeps a tile's
+bytes in the process that writes it (docs/design.md, "Tile workers", has the measurements).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import Any, Protocol
 
 from pimc_ray.data.tiles import OutputGrid, Window
 from pimc_ray.errors import InvalidConfigError
-from pimc_ray.parallel import GDAL_CACHE_MB, actor_stage, bound_memory, check_resources, index_dataset
+from pimc_ray.parallel import GDAL_CACHE_MB, bound_memory, check_resources
 from pimc_ray.progress import Meter, Progress
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ComputeFactory", "Parallelism", "Reader", "Task", "WindowFailure", "run_windows"]
+__all__ = [
+    "ComputeFactory",
+    "Group",
+    "GroupFailure",
+    "GroupSink",
+    "GroupWorker",
+    "GridWindows",
+    "Parallelism",
+    "Reader",
+    "SinkFactory",
+    "Task",
+    "WindowFailure",
+    "run_groups",
+    "run_windows",
+    "start_workers",
+]
 
 Task = tuple[OutputGrid, Window]
+Group = tuple[OutputGrid, Sequence[Window]]
 Reader = Callable[[OutputGrid, Window], Any]
 ComputeFactory = Callable[[], Callable[[OutputGrid, Window, Any], Any]]
+
+
+class GroupSink(Protocol):
+    """Takes a group's window results (in window order) on the worker; :meth:`finish` returns its record."""
+
+    def add(self, window: Window, result: Any) -> None:
+        """One window's result, or a :class:`WindowFailure`."""
+
+    def finish(self) -> Any:
+        """Called once after the last window: publish, and return a small picklable record for the driver."""
+
+    def abort(self) -> None:
+        """Called instead of :meth:`finish` when adding a result raised: drop what was written."""
+
+
+SinkFactory = Callable[[OutputGrid, Sequence[Window]], GroupSink]
+
+
+class GridWindows(Sequence[Group]):
+    """Grids (tiles) as groups of their windows of ``size`` pixels, each built when it is asked for: the driver
+    of a large run never holds every window at once."""
+
+    def __init__(self, grids: Sequence[OutputGrid], size: int) -> None:
+        self.grids, self.size = grids, size
+
+    def __len__(self) -> int:
+        return len(self.grids)
+
+    def __getitem__(self, index: int) -> Group:  # type: ignore[override]
+        grid = self.grids[index]
+        return grid, grid.windows(self.size)
 
 
 @dataclass(frozen=True)
@@ -38,19 +97,19 @@ class Parallelism:
     """How a run spreads over the cluster (scale comes from here, never from module constants)."""
 
     workers: int = 2
-    """Compute actors (each holds the model once); 0 runs everything in this process."""
+    """Worker actors (each holds the model once and works on one group at a time); 0 runs in this process."""
     cpus_per_worker: float = 0.75
-    """CPUs each compute actor reserves (torch uses max(1, round(this)) threads)."""
+    """CPUs each worker reserves for computing (torch uses max(1, round(this)) threads)."""
     gpus_per_worker: float = 0.0
-    """GPUs each compute actor reserves (fractions allowed); > 0 runs plots and encoder on CUDA."""
+    """GPUs each worker reserves (fractions allowed); > 0 runs plots and encoder on CUDA."""
     read_cpus: float = 0.25
-    """CPUs each read actor reserves: with the defaults, 2 compute and 2 read actors fit 2 cores."""
+    """CPUs each worker reserves besides, for its read threads: with the defaults 2 workers fit 2 cores."""
     readers: int = 2
-    """Read actors (each holds the run's items once and reads one window at a time)."""
+    """Read threads per worker: windows read ahead of the one being computed."""
     gdal_cache_mb: int = GDAL_CACHE_MB
     """GDAL block cache per process (see :func:`pimc_ray.parallel.bound_memory`)."""
     wait_for_resources: bool = False
-    """Start even when the cluster cannot place every actor now (it autoscales); else refuse up front."""
+    """Start even when the cluster cannot place every worker now (it autoscales); else refuse up front."""
 
     def __post_init__(self) -> None:
         if min(self.workers, self.cpus_per_worker, self.gpus_per_worker, self.read_cpus) < 0:
@@ -60,19 +119,28 @@ class Parallelism:
 
     @property
     def device(self) -> str:
-        """Where compute actors run models: ``cuda`` when they reserve GPUs."""
+        """Where workers run models: ``cuda`` when they reserve GPUs."""
         return "cuda" if self.gpus_per_worker > 0 else "cpu"
 
     @property
     def torch_threads(self) -> int:
+        """torch's threads in a worker; with ``workers=0`` the CPUs this process may run on (its affinity: a
+        container's or ``taskset``'s limit, not the machine's count)."""
         if self.workers == 0:
-            return os.cpu_count() or 1
+            return len(os.sched_getaffinity(0)) or 1
         return max(1, round(self.cpus_per_worker))
 
 
 @dataclass(frozen=True)
 class WindowFailure:
-    """A window whose read or compute raised: the error travels back instead of stopping the whole run."""
+    """A window whose read or compute raised: the error travels to the sink instead of stopping the whole run."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class GroupFailure:
+    """A group whose sink raised, or whose worker died: what the driver gets instead of the sink's record."""
 
     error: str
 
@@ -86,32 +154,187 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
         return WindowFailure(f"{type(err).__name__}: {err}")
 
 
-class _ReadStage:
-    """Ray Data UDF: task indices -> the reader's result for each (pickled), the task list held once."""
+def _group_failure(err: Exception) -> GroupFailure:
+    logger.warning("group failed: %s: %s", type(err).__name__, err)
+    return GroupFailure(f"{type(err).__name__}: {err}")
 
-    def __init__(self, tasks: Sequence[Task], reader: Reader, gdal_cache_mb: int) -> None:
+
+class GroupWorker:
+    """Does whole groups: reads their windows in ``readers`` threads ahead of the compute, feeds the sink.
+
+    One per Ray worker actor (or one in the driver's process for ``workers=0``); the reader, the compute function
+    and the sink factory are built once and serve every group the worker gets.
+    """
+
+    def __init__(
+        self, reader: Reader, compute: ComputeFactory, sink: SinkFactory, readers: int, gdal_cache_mb: int
+    ) -> None:
         bound_memory(gdal_cache_mb)
-        self.tasks, self.reader = list(tasks), reader
+        self.reader, self.fn, self.sink = reader, compute(), sink
+        self.readers = readers
+        self.pool = ThreadPoolExecutor(readers, thread_name_prefix="pimc-read")
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        data = [pickle.dumps(_guarded(self.reader, *self.tasks[int(i)])) for i in batch["i"]]
-        return {"i": batch["i"], "data": np.array(data, dtype=object)}
+    def run(self, grid: OutputGrid, windows: Sequence[Window]) -> Any:
+        """The group's record (what its sink's ``finish`` returns), or a :class:`GroupFailure`."""
+        try:
+            sink = self.sink(grid, windows)
+        except Exception as err:  # noqa: BLE001 - a sink that cannot open fails its group, not the run
+            return _group_failure(err)
+        try:
+            for window, data in zip(windows, self._read_ahead(grid, windows), strict=True):
+                failed = isinstance(data, WindowFailure)
+                sink.add(window, data if failed else _guarded(self.fn, grid, window, data))
+        except Exception as err:  # noqa: BLE001 - a sink that cannot write fails its group, not the run
+            sink.abort()
+            return _group_failure(err)
+        try:
+            return sink.finish()
+        except Exception as err:  # noqa: BLE001 - nor one that cannot publish (finish cleans up after itself)
+            return _group_failure(err)
+
+    def _read_ahead(self, grid: OutputGrid, windows: Sequence[Window]) -> Iterator[Any]:
+        """The windows' read results in order, each read submitted ``readers`` windows before it is needed."""
+        queue: list[Future[Any]] = []
+        for window in windows:
+            queue.append(self.pool.submit(_guarded, self.reader, grid, window))
+            if len(queue) > self.readers:
+                yield queue.pop(0).result()
+        for future in queue:
+            yield future.result()
 
 
-class _ComputeStage:
-    """Ray Data UDF: read windows -> computed results (pickled), the compute function built once per actor."""
+def run_groups(
+    groups: Sequence[Group],
+    reader: Reader,
+    compute: ComputeFactory,
+    sink: SinkFactory,
+    *,
+    parallel: Parallelism,
+    progress: Progress = logger.info,
+    label: str = "groups",
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(group index, record or GroupFailure)`` for every group, as groups finish.
 
-    def __init__(self, tasks: Sequence[Task], factory: Callable[[], Any], gdal_cache_mb: int) -> None:
-        bound_memory(gdal_cache_mb)
-        self.tasks, self.fn = list(tasks), factory()
+    On Ray (``parallel.workers > 0``) each of ``parallel.workers`` actors builds a :class:`GroupWorker` once and
+    takes groups one at a time; the driver keeps two groups queued per worker so none waits for the next, and a
+    worker that dies fails only the groups it held (a rerun redoes them). With ``workers=0`` one worker runs in
+    this process.
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = []
-        for i, blob in zip(batch["i"], batch["data"], strict=True):
-            data = pickle.loads(blob)
-            failed = isinstance(data, WindowFailure)
-            out.append(blob if failed else pickle.dumps(_guarded(self.fn, *self.tasks[int(i)], data)))
-        return {"i": batch["i"], "out": np.array(out, dtype=object)}
+    Args:
+        groups: ``(grid, windows)`` pairs, e.g. tiles and their windows (:class:`GridWindows` builds them as
+            they are submitted).
+        reader: picklable function of ``(grid, window)``.
+        compute: picklable zero-argument factory of a function of ``(grid, window, read result)``.
+        sink: picklable factory of a :class:`GroupSink` per group.
+        parallel: workers, their CPUs, GPUs and read threads, GDAL cache.
+        progress: receives one line per finished group.
+        label: prefix of the progress lines.
+    """
+    meter = Meter(len(groups))
+    done_px = 0
+    records = (
+        _in_process(groups, reader, compute, sink, parallel)
+        if parallel.workers == 0
+        else _on_ray(groups, reader, compute, sink, parallel)
+    )
+    for n, (index, record, pixels) in enumerate(records, start=1):
+        done_px += pixels
+        progress(f"[{label}] {n}/{len(groups)}  {done_px} pixels  {meter.times(n)}")
+        yield index, record
+
+
+def _in_process(
+    groups: Sequence[Group], reader: Reader, compute: ComputeFactory, sink: SinkFactory, parallel: Parallelism
+) -> Iterator[tuple[int, Any, int]]:
+    worker = GroupWorker(reader, compute, sink, parallel.readers, parallel.gdal_cache_mb)
+    for index in range(len(groups)):
+        grid, windows = groups[index]
+        yield index, worker.run(grid, windows), sum(w.pixels for w in windows)
+
+
+def start_workers(
+    count: int, reader: Reader, compute: ComputeFactory, sink: SinkFactory, parallel: Parallelism
+) -> list[Any]:
+    """``count`` :class:`GroupWorker` actors on the running Ray cluster (started here when none is).
+
+    The stages go to the object store once and every actor reads them from there (a run's items may be megabytes).
+    Raises :class:`~pimc_ray.errors.InvalidConfigError` up front when the cluster can never place them.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    cpus = parallel.cpus_per_worker + parallel.read_cpus
+    if not parallel.wait_for_resources:
+        check_resources(
+            {"CPU": count * cpus, "GPU": count * parallel.gpus_per_worker},
+            what=f"mapping with {count} workers x {cpus:g} CPU ({parallel.cpus_per_worker:g} to compute, "
+            f"{parallel.read_cpus:g} to read), {parallel.gpus_per_worker:g} GPU",
+            fix="lower --workers, --cpus-per-worker, --read-cpus or --gpus-per-worker",
+        )
+    actor = ray.remote(GroupWorker).options(
+        num_cpus=cpus, num_gpus=parallel.gpus_per_worker, max_concurrency=1
+    )
+    stages = [ray.put(stage) for stage in (reader, compute, sink)]
+    return [actor.remote(*stages, parallel.readers, parallel.gdal_cache_mb) for _ in range(count)]
+
+
+def _on_ray(
+    groups: Sequence[Group], reader: Reader, compute: ComputeFactory, sink: SinkFactory, parallel: Parallelism
+) -> Iterator[tuple[int, Any, int]]:
+    import ray
+    import ray.exceptions
+
+    if not groups:
+        return
+    workers = start_workers(min(parallel.workers, len(groups)), reader, compute, sink, parallel)
+    todo = iter(range(len(groups)))
+    pending: dict[Any, tuple[int, Any, int]] = {}  # group's result -> index, worker, pixels
+
+    def submit(worker: Any) -> None:
+        index = next(todo, None)
+        if index is not None:
+            grid, windows = groups[index]  # built now: a lazy sequence of tiles makes its windows here
+            pixels = sum(w.pixels for w in windows)
+            pending[worker.run.remote(grid, list(windows))] = (index, worker, pixels)
+
+    for worker in workers:  # two queued per worker: the next group is there when one finishes
+        submit(worker)
+        submit(worker)
+    try:
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            index, worker, pixels = pending.pop(ref)
+            try:
+                record = ray.get(ref)
+            except ray.exceptions.RayError as err:  # the worker (or its node) died: its groups fail
+                logger.warning("a worker died: %s", err)
+                record = GroupFailure(f"worker lost: {type(err).__name__}")
+                # its queued group fails the same way when it comes up; the other workers take the rest
+            else:
+                submit(worker)
+            yield index, record, pixels
+        for index in todo:  # every worker died: what is left fails (a rerun redoes it)
+            yield index, GroupFailure("no worker left: every worker actor died"), 0
+    finally:
+        for worker in workers:
+            ray.kill(worker)
+
+
+class _Collect:
+    """The sink of :func:`run_windows`: a group's window results, in window order."""
+
+    def __init__(self, grid: OutputGrid, windows: Sequence[Window]) -> None:
+        self.results: list[Any] = []
+
+    def add(self, window: Window, result: Any) -> None:
+        self.results.append(result)
+
+    def finish(self) -> list[Any]:
+        return self.results
+
+    def abort(self) -> None:
+        self.results = []
 
 
 def run_windows(
@@ -122,88 +345,39 @@ def run_windows(
     parallel: Parallelism,
     progress: Progress = logger.info,
     label: str = "windows",
+    per_group: int = 8,
 ) -> Iterator[tuple[int, Any]]:
-    """Yield ``(task index, result or WindowFailure)`` for every task, in task order.
+    """Yield ``(task index, result or WindowFailure)`` for every task, in task order, results in the driver.
 
-    Two stages, as a streaming Ray Data pipeline (or in this process when ``parallel.workers == 0``):
-    ``reader(grid, window)`` on ``parallel.readers`` read actors (reading and stacking), and
-    ``compute()(grid, window, data)`` on a pool of ``parallel.workers`` actors that each build their compute
-    function once (a model, on a GPU when ``parallel.gpus_per_worker > 0``). Results stream back in task order, so
-    a caller writing tile by tile keeps only a few tiles open. An exception in either stage becomes a
-    :class:`WindowFailure` for that window.
-
-    Args:
-        tasks: ``(grid, window)`` pairs.
-        reader: picklable function of ``(grid, window)``.
-        compute: picklable zero-argument factory of a function of ``(grid, window, read result)``.
-        parallel: workers, CPUs and GPUs per worker, readers and their CPUs, GDAL cache.
-        progress: receives one line per finished window.
-        label: prefix of the progress lines.
+    Consecutive tasks on one grid are grouped (at most ``per_group`` windows, and enough groups to keep every
+    worker busy) and run by :func:`run_groups`; results are put back in task order, so a caller's output does not
+    depend on which worker was fastest.
     """
-    total_px = sum(w.pixels for _, w in tasks)
-    done_px = 0
-    meter = Meter(total_px)
-    results = (
-        _in_process(tasks, reader, compute, parallel)
-        if parallel.workers == 0
-        else _on_ray(tasks, reader, compute, parallel)
-    )
-    for n, (index, result) in enumerate(results, start=1):
-        done_px += tasks[index][1].pixels
-        progress(f"[{label}] {n}/{len(tasks)} windows  {done_px}/{total_px} pixels  {meter.times(done_px)}")
-        yield index, result
+    groups, starts = _chunks(tasks, per_group, max(1, 2 * parallel.workers))
+    finished: dict[int, list[Any]] = {}
+    next_group = 0
+    for index, record in run_groups(
+        groups, reader, compute, _Collect, parallel=parallel, progress=progress, label=label
+    ):
+        if isinstance(record, GroupFailure):
+            record = [WindowFailure(record.error)] * len(groups[index][1])
+        finished[index] = record
+        while next_group in finished:
+            for offset, result in enumerate(finished.pop(next_group)):
+                yield starts[next_group] + offset, result
+            next_group += 1
 
 
-def _in_process(
-    tasks: Sequence[Task], reader: Reader, compute: ComputeFactory, parallel: Parallelism
-) -> Iterator[tuple[int, Any]]:
-    bound_memory(parallel.gdal_cache_mb)
-    fn = compute()
-    for index, (grid, window) in enumerate(tasks):
-        data = _guarded(reader, grid, window)
-        yield index, data if isinstance(data, WindowFailure) else _guarded(fn, grid, window, data)
-
-
-def _on_ray(
-    tasks: Sequence[Task], reader: Reader, compute: ComputeFactory, parallel: Parallelism
-) -> Iterator[tuple[int, Any]]:
-    import ray
-    import ray.data
-
-    if not tasks:
-        return
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # tile by tile: few tiles open at once in the writer
-    ctx.enable_progress_bars = False  # the runner prints its own progress
-    cache = parallel.gdal_cache_mb
-    readers = min(parallel.readers, len(tasks))
-    if not parallel.wait_for_resources:
-        needs = {
-            "CPU": readers * parallel.read_cpus + parallel.workers * parallel.cpus_per_worker,
-            "GPU": parallel.workers * parallel.gpus_per_worker,
-        }
-        check_resources(
-            needs,
-            what=f"mapping with {readers} read actors x {parallel.read_cpus:g} CPU and {parallel.workers} encoder "
-            f"actors x {parallel.cpus_per_worker:g} CPU, {parallel.gpus_per_worker:g} GPU",
-            fix="lower --workers, --cpus-per-worker, --gpus-per-worker, --readers or --read-cpus",
-        )
-    ds = actor_stage(
-        index_dataset(len(tasks)),
-        _ReadStage,
-        kwargs={"tasks": tasks, "reader": reader, "gdal_cache_mb": cache},
-        actors=readers,
-        cpus=parallel.read_cpus,
-    )
-    ds = actor_stage(
-        ds,
-        _ComputeStage,
-        kwargs={"tasks": tasks, "factory": compute, "gdal_cache_mb": cache},
-        actors=parallel.workers,
-        cpus=parallel.cpus_per_worker,
-        gpus=parallel.gpus_per_worker,
-    )
-    for row in ds.iter_rows():
-        yield int(row["i"]), pickle.loads(row["out"])
+def _chunks(tasks: Sequence[Task], most: int, least_groups: int) -> tuple[list[Group], list[int]]:
+    """Consecutive tasks on one grid as groups of at most ``most`` windows (fewer when there are few tasks, so
+    there are at least ``least_groups`` groups); returns the groups and the task index each starts at."""
+    size = max(1, min(most, len(tasks) // least_groups))
+    groups: list[Group] = []
+    starts: list[int] = []
+    for i, (grid, window) in enumerate(tasks):
+        if groups and groups[-1][0] is grid and len(groups[-1][1]) < size:
+            groups[-1][1].append(window)  # type: ignore[attr-defined]
+        else:
+            groups.append((grid, [window]))
+            starts.append(i)
+    return groups, starts

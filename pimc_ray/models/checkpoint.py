@@ -7,6 +7,10 @@ A checkpoint is a folder::
     config.json         {"format": 1, "encoder": {...EncoderConfig...}, "sha256": <of model.safetensors>,
                          "files": {"<name>.safetensors": <sha256>, ...}, ...extra}
 
+The folder is a local path or a URI (``s3://bucket/models/enc``): it is written and read through
+:mod:`pimc_ray.storage`, so a Ray worker on any node loads the encoder from the URI, never from the driver's disk.
+``config.json`` is published last, so a reader that finds it finds the files it names.
+
 Loading verifies the hashes and that the weights fit the configured model, so a corrupt or mismatched checkpoint
 is refused with a :class:`~pimc_ray.errors.CheckpointError` that says what is wrong. Every training checkpoint
 (:mod:`pimc_ray.models.train_state`) is also an encoder checkpoint: the embedding job can map with it directly.
@@ -17,19 +21,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from pimc_ray.errors import CheckpointError, CheckpointMismatchError
+from pimc_ray.errors import CheckpointError, CheckpointMismatchError, StorageError
 from pimc_ray.kernels.patches import MEDIAN
 from pimc_ray.models.registry import build_encoder, encoder_class
+from pimc_ray.storage import (
+    UriLike,
+    is_local,
+    join_uri,
+    normalize_uri,
+    read_bytes,
+    read_bytes_or_none,
+    staged_folder,
+)
 
 __all__ = [
     "CONFIG",
@@ -105,27 +115,39 @@ class EncoderConfig:
         return cls(name=str(data["name"]), params=dict(data.get("params", {})), seed=int(data.get("seed", 0)))
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+def sha256_file(uri: UriLike) -> str:
+    """Hex SHA-256 of a file or object (a local path or a URI).
+
+    Raises:
+        StorageError: nothing is there, or it cannot be read.
+    """
+    if not is_local(uri):
+        return hashlib.sha256(read_bytes(uri)).hexdigest()
+    digest = hashlib.sha256()  # a local file in blocks: it may be larger than memory
+    try:
+        with open(normalize_uri(uri), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise StorageError(f"cannot read {os.fspath(uri)} ({err})") from err
     return digest.hexdigest()
 
 
 def save_checkpoint(
-    folder: str | Path,
+    folder: UriLike,
     model: nn.Module,
     config: EncoderConfig,
     *,
     extra: Mapping[str, Any] | None = None,
     tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-) -> Path:
-    """Write ``model``'s weights and ``config`` into ``folder`` atomically (temp folder + rename).
+) -> str:
+    """Write ``model``'s weights and ``config`` into ``folder``; returns it as a normalised URI.
+
+    A local folder is written beside its place and renamed into it; under an S3 prefix each file is uploaded
+    whole and ``config.json`` last (see :func:`~pimc_ray.storage.staged_folder`).
 
     Args:
-        folder: the checkpoint folder (replaced if it exists).
+        folder: the checkpoint folder, a local path or a URI (replaced if it exists).
         model: the encoder.
         config: how to rebuild it.
         extra: more JSON-serialisable keys for ``config.json``.
@@ -134,10 +156,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with staged_folder(folder, last=(CONFIG,)) as tmp:
         save_file(_cpu_state(model.state_dict()), str(tmp / WEIGHTS))
         files = {}
         for name, state in (tensors or {}).items():
@@ -155,31 +174,31 @@ def save_checkpoint(
             meta["files"] = files
         meta.update(dict(extra or {}))
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return normalize_uri(folder)
 
 
 def _cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def read_meta(folder: str | Path) -> dict[str, Any]:
-    """``config.json`` of a checkpoint folder, checked for format.
+def _read_file(folder: str, filename: str) -> bytes | None:
+    """A file of a checkpoint folder (local or a URI), None when it is not there."""
+    return read_bytes_or_none(join_uri(folder, filename))
+
+
+def read_meta(folder: UriLike) -> dict[str, Any]:
+    """``config.json`` of a checkpoint folder (a local path or a URI), checked for format.
 
     Raises:
         CheckpointError: missing or unreadable ``config.json``, or another format version.
+        StorageError: the folder's store cannot be reached.
     """
-    folder = Path(folder)
-    config_path = folder / CONFIG
-    if not config_path.exists():
+    folder = normalize_uri(folder)
+    data = _read_file(folder, CONFIG)
+    if data is None:
         raise CheckpointError(f"checkpoint {folder} has no {CONFIG}; point to a folder written by pimc-ray")
     try:
-        meta = json.loads(config_path.read_text())
+        meta = json.loads(data)
         if not isinstance(meta, dict):
             raise TypeError(f"a JSON {type(meta).__name__}, not an object")
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
@@ -193,44 +212,53 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
-def read_tensors(folder: str | Path, name: str, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def read_tensors(folder: UriLike, name: str, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The tensors of ``<name>.safetensors`` in a checkpoint folder, after checking their hash in ``meta``.
 
     Raises:
         CheckpointError: the file is missing, not listed in ``meta["files"]``, corrupt or unreadable.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
+    folder = normalize_uri(folder)
     filename = f"{name}.safetensors"
     expected = dict(meta.get("files") or {}).get(filename)
-    path = folder / filename
-    if expected is None or not path.exists():
+    data = None if expected is None else _read_file(folder, filename)
+    if expected is None or data is None:
         raise CheckpointError(
             f"checkpoint {folder} has no {filename}; it is not a training checkpoint written by pimc-ray"
         )
-    if sha256_file(path) != expected:
+    return _tensors(folder, filename, data, expected)
+
+
+def _tensors(folder: str, filename: str, data: bytes, expected: object) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file's bytes, once their SHA-256 is the ``expected`` one.
+
+    Raises:
+        CheckpointError: another hash (corrupt or partly written), or bytes safetensors cannot read.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    if hashlib.sha256(data).hexdigest() != expected:
         raise CheckpointError(
             f"checkpoint {folder}: {filename} does not match the hash in {CONFIG} (corrupt or partly written); "
             "restore it or use an earlier checkpoint"
         )
     try:
-        return load_file(str(path))
+        return load(data)
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"checkpoint {folder}: cannot read {filename} ({err})") from err
 
 
-def read_encoder_config(folder: str | Path) -> EncoderConfig:
+def read_encoder_config(folder: UriLike) -> EncoderConfig:
     """The :class:`EncoderConfig` a checkpoint folder holds (what to build before loading its weights).
 
     Raises:
         CheckpointError: no readable ``config.json`` or no valid ``encoder`` entry in it.
     """
-    return _encoder_config(Path(folder), read_meta(folder))
+    return _encoder_config(normalize_uri(folder), read_meta(folder))
 
 
-def _encoder_config(folder: Path, meta: Mapping[str, Any]) -> EncoderConfig:
+def _encoder_config(folder: str, meta: Mapping[str, Any]) -> EncoderConfig:
     try:
         return EncoderConfig.from_dict(meta["encoder"])
     except (KeyError, TypeError, ValueError) as err:
@@ -240,28 +268,25 @@ def _encoder_config(folder: Path, meta: Mapping[str, Any]) -> EncoderConfig:
 
 
 def load_checkpoint(
-    folder: str | Path, *, expect: EncoderConfig | None = None
+    folder: UriLike, *, expect: EncoderConfig | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Load an encoder saved by :func:`save_checkpoint`; returns ``(model in eval mode, metadata)``.
+    """Load an encoder saved by :func:`save_checkpoint` (a local folder or a URI); returns ``(model in eval mode,
+    metadata)``.
 
     Raises:
         CheckpointError: missing files, hash mismatch (corrupt weights), unreadable JSON, a config different from
             ``expect``, or weights that do not fit the configured model.
+        StorageError: the folder's store cannot be reached.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
-    folder = Path(folder)
-    weights = folder / WEIGHTS
-    if not weights.exists():
+    folder = normalize_uri(folder)
+    weights = _read_file(folder, WEIGHTS)
+    if weights is None:
         raise CheckpointError(f"checkpoint {folder} has no {WEIGHTS}; point to a folder written by pimc-ray")
     meta = read_meta(folder)
     config = _encoder_config(folder, meta)
-    if meta.get("sha256") != sha256_file(weights):
-        raise CheckpointError(
-            f"checkpoint {folder}: {WEIGHTS} does not match the hash in {CONFIG} (corrupt or partly written); "
-            "restore it or use an earlier checkpoint"
-        )
+    state = _tensors(folder, WEIGHTS, weights, meta.get("sha256"))
     if expect is not None and expect.to_dict() | {"seed": 0} != config.to_dict() | {"seed": 0}:
         raise CheckpointMismatchError(
             f"checkpoint {folder} holds encoder {config.to_dict()}, but {expect.to_dict()} was asked for; "
@@ -274,7 +299,7 @@ def load_checkpoint(
             f"checkpoint {folder} names an encoder this version cannot build ({err})"
         ) from err
     try:
-        model.load_state_dict(load_file(str(weights)))
+        model.load_state_dict(state)
     except (RuntimeError, SafetensorError) as err:
         raise CheckpointError(f"checkpoint {folder}: weights do not fit {config.name} ({err})") from err
     model.eval()
@@ -291,23 +316,25 @@ class EncoderRef:
 
     config: EncoderConfig = field(default_factory=EncoderConfig)
     """The encoder to build (read from the checkpoint's ``config.json``)."""
-    checkpoint: Path | None = None
-    """Trained weights; None means the random initialisation of ``config`` (labelled as such in the outputs)."""
+    checkpoint: str | None = None
+    """The checkpoint folder of the trained weights, a local path or a URI (:func:`~pimc_ray.storage.normalize_uri`);
+    None means the random initialisation of ``config`` (labelled as such in the outputs)."""
     composite: str = MEDIAN
     """What an image-patch encoder's patches are cut from: the composite it was pretrained on (the ``patches``
     record of an export), the median for any other checkpoint."""
 
     @classmethod
-    def open(cls, checkpoint: str | Path | None, *, default: EncoderConfig | None = None) -> EncoderRef:
-        """The encoder of a checkpoint folder (its ``config.json`` read and checked), or ``default`` (the default
-        :class:`EncoderConfig`) randomly initialised when ``checkpoint`` is None.
+    def open(cls, checkpoint: UriLike | None, *, default: EncoderConfig | None = None) -> EncoderRef:
+        """The encoder of a checkpoint folder, a local path or a URI (its ``config.json`` read and checked), or
+        ``default`` (the default :class:`EncoderConfig`) randomly initialised when ``checkpoint`` is None.
 
         Raises:
             CheckpointError: no readable ``config.json`` or no valid encoder in it.
+            StorageError: a bad URI, or a store that cannot be reached.
         """
         if checkpoint is None:
             return cls(default or EncoderConfig())
-        folder = Path(checkpoint)
+        folder = normalize_uri(checkpoint)
         meta = read_meta(folder)
         composite = str((meta.get("patches") or {}).get("composite", MEDIAN))
         return cls(_encoder_config(folder, meta), folder, composite)

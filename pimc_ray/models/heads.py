@@ -3,14 +3,13 @@
 The classifier standardises embeddings with the training set's mean and standard deviation, then applies one
 linear layer; it is fit with L-BFGS from zero weights on the full (small) labelled set with a little L2
 regularisation (so the same pixels give the same head in every process), and saved as safetensors plus JSON like
-the encoders.
+the encoders, in a local folder or under a URI (:mod:`pimc_ray.storage`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,8 +17,13 @@ import torch
 from torch import nn
 
 from pimc_ray.errors import CheckpointError
+from pimc_ray.storage import UriLike, join_uri, normalize_uri, read_bytes_or_none, staged_folder
 
-__all__ = ["Head", "LinearClassifier"]
+__all__ = ["HEAD_CONFIG", "HEAD_WEIGHTS", "Head", "LinearClassifier"]
+
+#: The files of a saved head: its weights, and its dimension and classes (written last).
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_CONFIG = "head.json"
 
 
 class Head(Protocol):
@@ -116,34 +120,44 @@ class LinearClassifier(nn.Module):
         ids = np.asarray(self.class_ids, dtype=np.int64)[idx.numpy()]
         return ids, conf.numpy().astype(np.float32)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``head.safetensors`` and ``head.json`` into ``folder``."""
+    def save(self, folder: UriLike) -> str:
+        """Write ``head.safetensors``, then ``head.json``, into ``folder`` (a local path or a URI; other files there
+        are kept); returns the folder as a normalised URI."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "head.safetensors"))
         meta = {
             "dim": int(self.mean.shape[0]),
             "class_ids": self.class_ids,
             "class_names": self.class_names,
             "class_colors": self.class_colors,
         }
-        (folder / "head.json").write_text(json.dumps(meta, indent=2))
-        return folder
+        with staged_folder(folder, last=(HEAD_CONFIG,), replace=False) as tmp:
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp / HEAD_WEIGHTS))
+            (tmp / HEAD_CONFIG).write_text(json.dumps(meta, indent=2))
+        return normalize_uri(folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> LinearClassifier:
-        """Read a head written by :meth:`save`."""
-        from safetensors.torch import load_file
+    def load(cls, folder: UriLike) -> LinearClassifier:
+        """Read a head written by :meth:`save` from a local folder or a URI.
 
-        folder = Path(folder)
+        Raises:
+            CheckpointError: a file is missing or unreadable, or the weights do not fit ``head.json``.
+            StorageError: the folder's store cannot be reached.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        folder = normalize_uri(folder)
+        blobs = {name: read_bytes_or_none(join_uri(folder, name)) for name in (HEAD_CONFIG, HEAD_WEIGHTS)}
         try:
-            meta: dict[str, Any] = json.loads((folder / "head.json").read_text())
+            missing = [name for name, blob in blobs.items() if blob is None]
+            if missing:
+                raise FileNotFoundError(f"no {' and no '.join(missing)}")
+            meta: dict[str, Any] = json.loads(blobs[HEAD_CONFIG] or b"")
             names = {int(k): v for k, v in meta["class_names"].items()}
             colors = {int(k): v for k, v in meta.get("class_colors", {}).items()}
             head = cls(meta["dim"], meta["class_ids"], names, colors)
-            head.load_state_dict(load_file(str(folder / "head.safetensors")))
-        except (OSError, KeyError, ValueError, RuntimeError) as err:
+            head.load_state_dict(load(blobs[HEAD_WEIGHTS] or b""))
+        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as err:
             raise CheckpointError(f"cannot load the classification head in {folder} ({err})") from err
         return head.eval()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 from pimc_ray.errors import CheckpointError, CheckpointMismatchError
 from pimc_ray.models.checkpoint import read_meta, read_tensors, save_checkpoint
 from pimc_ray.models.pimc import PIMCConfig, PIMCModel
+from pimc_ray.storage import UriLike, normalize_uri
 
 __all__ = [
     "TRAINING_KIND",
@@ -99,17 +99,18 @@ def _optimizer_from_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[s
 
 
 def save_training_checkpoint(
-    folder: str | Path,
+    folder: UriLike,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     *,
     step: int,
     extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a training checkpoint of ``model`` (a :class:`PIMCModel`, DDP-wrapped or not) atomically.
+) -> str:
+    """Write a training checkpoint of ``model`` (a :class:`PIMCModel`, DDP-wrapped or not) as
+    :func:`~pimc_ray.models.checkpoint.save_checkpoint` does; returns the folder as a normalised URI.
 
     Args:
-        folder: checkpoint folder (replaced if it exists).
+        folder: checkpoint folder, a local path or a URI (replaced if it exists).
         model: the model being trained.
         optimizer: its optimizer.
         step: optimizer steps taken so far.
@@ -132,11 +133,11 @@ def save_training_checkpoint(
     )
 
 
-def load_training_checkpoint(folder: str | Path, *, expect: PIMCConfig | None = None) -> TrainingState:
+def load_training_checkpoint(folder: UriLike, *, expect: PIMCConfig | None = None) -> TrainingState:
     """Restore a checkpoint written by :func:`save_training_checkpoint`.
 
     Args:
-        folder: the checkpoint folder.
+        folder: the checkpoint folder, a local path or a URI.
         expect: the configuration the caller trains; a checkpoint of another model is refused.
 
     Raises:
@@ -145,7 +146,7 @@ def load_training_checkpoint(folder: str | Path, *, expect: PIMCConfig | None = 
     """
     from pimc_ray.models.checkpoint import load_checkpoint
 
-    folder = Path(folder)
+    folder = normalize_uri(folder)
     meta = read_meta(folder)
     if meta.get("kind") != TRAINING_KIND:
         raise CheckpointError(

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from pimc_ray.models.pimc import PIMCConfig
 from pimc_ray.progress import Progress
+from pimc_ray.storage import normalize_uri
 from pimc_ray.training.config import RunSpec
 
 __all__ = ["CHECKPOINT_PREFIX", "checkpoint_step", "checkpoints", "resume_step", "storage_filesystem"]
@@ -25,8 +25,8 @@ CHECKPOINT_PREFIX = "step_"
 def storage_filesystem(uri: str, *, endpoint: str | None = None) -> tuple[str, Any]:
     """``(storage_path, pyarrow filesystem or None)`` for Ray's ``RunConfig`` from a folder or an S3 URI.
 
-    A local path becomes absolute (Ray needs that). ``s3://bucket/prefix`` is given an explicit
-    ``pyarrow.fs.S3FileSystem``, and the path loses its scheme, as Ray expects then. Its credentials come from
+    A local path or ``file://`` URI becomes an absolute path (Ray needs that). ``s3://bucket/prefix`` is given an
+    explicit ``pyarrow.fs.S3FileSystem``, and the path loses its scheme, as Ray expects then. Its credentials come from
     the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``; pyarrow's default
     chain when they are not set), its region from ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (``us-east-1``), and
     ``endpoint`` or ``AWS_ENDPOINT_URL`` points it at an S3-compatible store such as SeaweedFS or MinIO, with
@@ -55,9 +55,9 @@ def storage_filesystem(uri: str, *, endpoint: str | None = None) -> tuple[str, A
                 kwargs["session_token"] = env["AWS_SESSION_TOKEN"]
         kwargs["region"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
         return uri.removeprefix("s3://").rstrip("/"), fs.S3FileSystem(**kwargs)
-    if "://" in uri:
-        raise ValueError(f"storage {uri!r}: use a local folder or an s3:// URI")
-    return str(Path(uri).expanduser().resolve()), None
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"storage {uri!r}: use a local folder, file:// or an s3:// URI")
+    return normalize_uri(uri), None
 
 
 def checkpoint_step(name: str) -> int | None:

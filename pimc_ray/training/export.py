@@ -1,15 +1,16 @@
-"""A finished pretraining run's encoders, exported for mapping (what ``jobs/embed_aoi.py --checkpoint`` loads)."""
+"""A finished pretraining run's encoders, exported for mapping (what ``jobs/embed_aoi.py --checkpoint`` loads), to a
+local folder or a URI (``s3://bucket/models/enc``: mapping workers on any node load it from there)."""
 
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from pimc_ray.data.catalogs import BANDS
 from pimc_ray.kernels.patches import MEDIAN
 from pimc_ray.models.checkpoint import EncoderConfig, save_checkpoint
 from pimc_ray.models.train_state import load_training_checkpoint
+from pimc_ray.storage import UriLike, join_uri
 from pimc_ray.training.config import RunSpec
 
 __all__ = ["JOINT_EXPORT", "RP_EXPORT", "RSI_EXPORT", "default_embedding", "export_encoder"]
@@ -30,8 +31,11 @@ def default_embedding(rp: EncoderConfig, rsi: EncoderConfig, steps: int) -> Enco
     return EncoderConfig(name="pimc-concat", params={"parts": [series, rp.to_dict(), rsi.to_dict()]})
 
 
-def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, filesystem: Any = None) -> Path:
-    """Write the encoders of a training checkpoint (local or in object storage) for mapping; returns ``out``.
+def export_encoder(
+    checkpoint: str, out: UriLike, *, run: RunSpec | None = None, filesystem: Any = None
+) -> str:
+    """Write the encoders of a training checkpoint (local, or in object storage through the pyarrow ``filesystem``
+    Ray Train wrote it with) for mapping to ``out``, a local folder or a URI; returns ``out`` normalised.
 
     Four encoder checkpoints, each one ``jobs/embed_aoi.py --checkpoint`` and :func:`load_checkpoint` accept::
 
@@ -81,9 +85,11 @@ def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, fi
         folder = save_checkpoint(
             out, default, default_config, extra={**meta, "branch": "default", "patches": patches}
         )
-        save_checkpoint(folder / RP_EXPORT, state.model.rp, config.rp, extra={**meta, "branch": "rp"})
         save_checkpoint(
-            folder / RSI_EXPORT,
+            join_uri(folder, RP_EXPORT), state.model.rp, config.rp, extra={**meta, "branch": "rp"}
+        )
+        save_checkpoint(
+            join_uri(folder, RSI_EXPORT),
             state.model.rsi,
             config.rsi,
             extra={**meta, "branch": "rsi", "patches": patches},
@@ -95,6 +101,9 @@ def export_encoder(checkpoint: str, out: Path, *, run: RunSpec | None = None, fi
         joint.rp.load_state_dict(state.model.rp.state_dict())
         joint.rsi.load_state_dict(state.model.rsi.state_dict())
         save_checkpoint(
-            folder / JOINT_EXPORT, joint, joint_config, extra={**meta, "branch": "joint", "patches": patches}
+            join_uri(folder, JOINT_EXPORT),
+            joint,
+            joint_config,
+            extra={**meta, "branch": "joint", "patches": patches},
         )
         return folder

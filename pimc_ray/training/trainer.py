@@ -26,12 +26,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pimc_ray.errors import InternalError, PimcError
 from pimc_ray.parallel import check_resources
 from pimc_ray.progress import Progress
+from pimc_ray.storage import UriLike, join_uri
 from pimc_ray.training.checkpoints import resume_step, storage_filesystem
 from pimc_ray.training.config import RunSpec, TrainConfig
 from pimc_ray.training.export import JOINT_EXPORT, RP_EXPORT, RSI_EXPORT, export_encoder
@@ -51,9 +51,9 @@ class PretrainResult:
     """The last training checkpoint (in the run's storage)."""
     step: int
     """Its step."""
-    exported: Path | None
-    """The RP encoder exported for mapping (model.safetensors + config.json), if asked for; the RSI encoder is
-    in its ``rsi`` sub-folder."""
+    exported: str | None
+    """Where the encoders were exported for mapping (a local folder or a URI), if asked for: the default embedding,
+    with the RP encoder in its ``rp`` sub-folder, the RSI encoder in ``rsi`` and both in ``joint``."""
     metrics: dict[str, Any]
     """Metrics of the last report (step, loss)."""
     seconds: float
@@ -76,7 +76,7 @@ def pretrain(
     config: TrainConfig,
     run: RunSpec,
     *,
-    export_to: Path | None = None,
+    export_to: UriLike | None = None,
     progress: Progress = logger.info,
     show_data_progress: bool = False,
 ) -> PretrainResult:
@@ -86,8 +86,8 @@ def pretrain(
         stream: where the pairs come from.
         config: the optimisation.
         run: name, storage and scale of the run.
-        export_to: write the trained RP encoder there (model.safetensors + config.json), and the RSI encoder to
-            its ``rsi`` sub-folder (see :func:`export_encoder`).
+        export_to: a local folder or a URI (``s3://bucket/models/enc``) to export the trained encoders to (see
+            :func:`export_encoder`).
         progress: receives the driver's progress lines (the workers print their own, rank 0 only).
         show_data_progress: Ray Data's progress bars (off: they would drown the training lines).
 
@@ -128,8 +128,8 @@ def pretrain(
         exported = export_encoder(result_checkpoint, export_to, run=run, filesystem=filesystem)
         progress(
             f"[pretrain] exported the default embedding (index series + RP + RSI encoders) to {exported}, the RP "
-            f"encoder alone to {exported / RP_EXPORT}, the RSI encoder to {exported / RSI_EXPORT} and RP + RSI "
-            f"to {exported / JOINT_EXPORT}"
+            f"encoder alone to {join_uri(exported, RP_EXPORT)}, the RSI encoder to {join_uri(exported, RSI_EXPORT)} "
+            f"and RP + RSI to {join_uri(exported, JOINT_EXPORT)}"
         )
     step = int(metrics.get("step", start))
     return PretrainResult(str(result_checkpoint), step, exported, metrics, time.perf_counter() - t0)

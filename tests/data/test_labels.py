@@ -97,7 +97,9 @@ def test_train_head_job_from_stac_labels_and_from_geojson_points(stac_api, sampl
     from pimc_ray.local import tile_bbox
     from pimc_ray.models import EncoderConfig, save_checkpoint
 
-    checkpoint = save_checkpoint(tmp_path / "encoder", EncoderConfig(seed=3).build(), EncoderConfig(seed=3))
+    checkpoint = Path(
+        save_checkpoint(tmp_path / "encoder", EncoderConfig(seed=3).build(), EncoderConfig(seed=3))
+    )
     common = [
         "--start",
         "2022-01-01",

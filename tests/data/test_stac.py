@@ -1,10 +1,19 @@
 """STAC search against the local STAC API (rustac serve) over the sample archive."""
 
+import datetime as dt
 import time
+import uuid
 
 import pytest
 
-from pimc_ray.data.stac import DateRange, group_by_epsg, load_snapshot, save_snapshot, search_items
+from pimc_ray.data.stac import (
+    DateRange,
+    frozen_search,
+    group_by_epsg,
+    load_snapshot,
+    save_snapshot,
+    search_items,
+)
 from pimc_ray.errors import CatalogUnreachableError, InvalidDateRangeError, NoItemsFoundError
 from pimc_ray.local import free_port
 from pimc_ray.local.archive import tile_info
@@ -68,11 +77,36 @@ def test_reversed_or_bad_dates():
         DateRange.parse("31/12/2022", "2023-01-01")
 
 
-def test_snapshot_round_trip(stac_api, tmp_path):
+def instants(item: dict) -> dict:
+    """An item with its timestamps parsed (stac-geoparquet writes ``.393000Z`` as ``.393Z``: the same instant)."""
+    props = {
+        k: dt.datetime.fromisoformat(v) if k in ("datetime", "created", "updated") else v
+        for k, v in item["properties"].items()
+    }
+    return {**item, "properties": props}
+
+
+@pytest.mark.parametrize("suffix", [".ndjson", ".parquet"])
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_snapshot_round_trip(stac_api, tmp_path, request, suffix, where):
     items = search_items(tile_bbox("33TTL"), YEAR, stac_url=stac_api.url)
-    path = save_snapshot(items, tmp_path / "snap" / "items.ndjson")
-    assert load_snapshot(path) == items
-    assert [p.name for p in path.parent.iterdir()] == ["items.ndjson"]
+    if where == "s3":
+        request.getfixturevalue("s3")
+        uri = f"s3://pimc-test/snapshots-{uuid.uuid4().hex[:8]}/items{suffix}"
+    else:
+        uri = f"file://{tmp_path}/snap/items{suffix}"
+    saved = save_snapshot(items, uri)
+    back = load_snapshot(saved)
+    assert load_snapshot(uri) == back and [i["id"] for i in back] == [i["id"] for i in items]
+    if suffix == ".ndjson":
+        assert back == items
+    else:
+        assert [instants(i) for i in back] == [instants(i) for i in items]
+    if where == "local":
+        assert [p.name for p in (tmp_path / "snap").iterdir()] == [f"items{suffix}"]
+    # a rerun reads the snapshot instead of searching
+    offline = f"http://127.0.0.1:{free_port()}"
+    assert frozen_search(tile_bbox("33TTL"), YEAR, stac_url=offline, snapshot=uri) == back
 
 
 def test_paging_is_followed_and_429_is_retried(sample_archive):
@@ -89,8 +123,6 @@ def test_paging_is_followed_and_429_is_retried(sample_archive):
 
 
 def test_snapshot_is_used_instead_of_searching(stac_api, tmp_path):
-    from pimc_ray.data.stac import frozen_search
-
     snap = tmp_path / "items.ndjson"
     items = frozen_search(tile_bbox("32TQR"), YEAR, stac_url=stac_api.url, snapshot=snap)
     assert snap.exists() and load_snapshot(snap) == items

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.enums import ColorInterp, MaskFlags
 from rio_cogeo.cogeo import cog_validate
 
 from pimc_ray.io.cog import write_cog
@@ -45,6 +46,65 @@ def test_class_map_with_colormap(tmp_path):
         assert src.colormap(1)[2] == (0, 255, 0, 255)
         assert src.nodata == 0
         np.testing.assert_array_equal(src.read(), classes)
+
+
+@pytest.mark.parametrize(
+    ("count", "dtype", "colormap"),
+    [
+        (2, "uint8", {1: (0, 128, 0, 255), 2: (1, 2, 3, 255)}),  # the classes product: class id, confidence
+        (2, "uint16", {7: (1, 2, 3, 255)}),  # GDAL writes palettes of UInt16 too
+        (4, "uint8", None),  # GeoTIFF's default for 4 Byte bands is RGBA
+        (3, "uint8", None),  # ... and RGB for 3
+    ],
+)
+def test_no_band_is_ever_alpha(tmp_path, count, dtype, colormap):
+    """GDAL marks band 2 of a two-band palette GeoTIFF as alpha, and a GTI mosaic then masks band 1 where it is
+    0: the writer unmarks it, in the COG and in its overviews, and the COG stays valid."""
+    data = np.zeros((count, 600, 600), dtype)
+    data[0] = 2  # band 1 set, every other band 0 (a class with a confidence of 0)
+    path = write_cog(tmp_path / "c.tif", data, transform=TRANSFORM, epsg=32632, nodata=0, colormap=colormap)
+    valid, errors, warnings = cog_validate(str(path), quiet=True)
+    assert valid and not errors and not warnings
+    with rasterio.open(path) as src:
+        assert len(src.overviews(1)) == 2
+        assert ColorInterp.alpha not in src.colorinterp
+        if colormap:
+            assert src.colorinterp == (ColorInterp.palette,) + (ColorInterp.undefined,) * (count - 1)
+            assert src.colormap(1)[2 if dtype == "uint8" else 7] == colormap[2 if dtype == "uint8" else 7]
+        else:
+            assert src.colorinterp == (ColorInterp.gray,) + (ColorInterp.undefined,) * (count - 1)
+        assert src.mask_flag_enums == ([MaskFlags.nodata],) * count  # nodata masks each band, nothing else
+        assert (src.read(1) == 2).all() and (src.read_masks(1) == 255).all()
+        for level in range(len(src.overviews(1))):
+            with rasterio.open(path, overview_level=level) as overview:
+                assert ColorInterp.alpha not in overview.colorinterp
+
+
+def test_unmark_alpha_patches_every_directory_of_classic_and_big_tiffs(tmp_path):
+    """GDAL's own COG driver writes the alpha mark; the patch only changes the ExtraSamples values."""
+    import rasterio.shutil
+
+    from pimc_ray.io.cog import _unmark_alpha
+
+    part = tmp_path / "p.tif"
+    with rasterio.open(
+        part, "w", driver="GTiff", width=600, height=600, count=2, dtype="uint8",
+        crs="EPSG:32632", transform=TRANSFORM, nodata=0, tiled=True,
+    ) as dst:  # fmt: skip
+        dst.write_colormap(1, {1: (0, 128, 0, 255)})
+        dst.write(np.stack([np.ones((600, 600), np.uint8), np.zeros((600, 600), np.uint8)]))
+    for bigtiff in ("NO", "YES"):
+        cog = tmp_path / f"c_{bigtiff}.tif"
+        rasterio.shutil.copy(part, cog, driver="COG", BIGTIFF=bigtiff, BLOCKSIZE=256)
+        with rasterio.open(cog) as src:
+            assert src.colorinterp[1] == ColorInterp.alpha  # what GDAL writes (if this fails, GDAL changed)
+        size = cog.stat().st_size
+        assert _unmark_alpha(cog) == 3  # the full resolution and its two overviews
+        assert _unmark_alpha(cog) == 0
+        assert cog.stat().st_size == size and cog_validate(str(cog), quiet=True)[0]
+        with rasterio.open(cog) as src:
+            assert src.colorinterp == (ColorInterp.palette, ColorInterp.undefined)
+            assert (src.read(1) == 1).all()
 
 
 def test_bad_shape_leaves_nothing(tmp_path):

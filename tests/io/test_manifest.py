@@ -1,7 +1,7 @@
 """The run manifest: written at the start and the end of a run; in between, one status object per unit."""
 
 from pimc_ray.io.manifest import RunManifest
-from pimc_ray.io.storage import open_store
+from pimc_ray.storage import open_store
 
 
 def test_a_unit_costs_one_status_object_and_loading_reads_them_over_the_manifest(tmp_path):

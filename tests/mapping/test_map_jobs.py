@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from rio_cogeo.cogeo import cog_validate
 
 from pimc_ray.data.aoi import load_aoi
 from pimc_ray.data.catalogs import BANDS
-from pimc_ray.io.storage import gdal_s3_env
 from pimc_ray.local import demo_aoi, demo_train_aoi, free_port
 from pimc_ray.local.archive import CLASSES
+from pimc_ray.mapping.maps import SCRATCH
+from pimc_ray.storage import gdal_s3_env
 from tests.specs import TEST_SPEC
 from tests.stac_validation import validate
 
@@ -344,6 +346,9 @@ def test_killed_job_resumes_and_writes_every_tile_once(ray_head, stac_api, s3):
             )
     keys = bucket_keys(f"{prefix}/tiles")
     assert sum(k.endswith("/embedding.tif") for k in keys) == total  # ... and every tile exists once
+    # the stopped job's workers left partial tiles in their scratch folders; the rerun's workers removed them
+    scratch = Path(tempfile.gettempdir()) / SCRATCH
+    assert scratch.is_dir() and not list(scratch.rglob("*.tif"))
 
 
 def test_other_model_or_parameters_are_refused(stac_api, tmp_path):
@@ -445,3 +450,47 @@ def test_classify_job_needs_a_head(stac_api, tmp_path):
     proc = run_job(job_args(stac_api.url, tmp_path / "c", **{"--workers": "0"}), job="classify_aoi.py")
     assert proc.returncode == 2 and "--head or --head-train-aoi" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_derive_rebuilds_the_manifest_collection_and_mosaics_from_the_tiles(stac_api, tmp_path):
+    out = tmp_path / "out"
+    assert run_job(job_args(stac_api.url, out, **{"--workers": "0", "--tile-size": "128"})).returncode == 0
+
+    def derived():
+        """The run-level files: JSON as data, mosaics as what GDAL reads from them."""
+        files = {}
+        for path in sorted(p for p in out.iterdir() if p.is_file() and p.name != "items.ndjson"):
+            if path.suffix == ".json":
+                files[path.name] = json.loads(path.read_text())
+            else:
+                with rasterio.open(path) as src:
+                    files[path.name] = (src.read(), src.descriptions, src.transform, src.crs)
+        return files
+
+    before = derived()
+    assert {"manifest.json", "collection.json"} < set(before) and any(n.startswith("mosaic_") for n in before)
+    manifest = before["manifest.json"]
+    for name in before:
+        (out / name).unlink()
+    (out / "manifest.json").write_text(
+        json.dumps({**manifest, "tiles": {}})
+    )  # as a run leaves it at its start
+
+    proc = subprocess.run(
+        [str(BIN / "pimc"), "derive", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(manifest['tiles'])} done" in proc.stdout
+    after = derived()
+    assert set(after) == set(before)
+    for name, content in before.items():
+        if name.endswith(".json"):
+            assert after[name] == content, name
+        else:
+            np.testing.assert_array_equal(after[name][0], content[0], err_msg=name)
+            assert after[name][1:] == content[1:], name
+
+    nothing = subprocess.run(
+        [str(BIN / "pimc"), "derive", str(tmp_path / "empty")], capture_output=True, text=True, timeout=300
+    )
+    assert nothing.returncode == 2 and "holds no mapping run" in nothing.stderr

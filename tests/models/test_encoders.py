@@ -106,7 +106,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_corrupt_and_mismatched_checkpoints_are_refused(tmp_path):
     config = EncoderConfig(params={"widths": [8, 16], "blocks": 1, "embed_dim": 16})
-    folder = save_checkpoint(tmp_path / "ckpt", config.build(), config)
+    folder = Path(save_checkpoint(tmp_path / "ckpt", config.build(), config))
     other = EncoderConfig(params={"widths": [8, 32], "blocks": 1, "embed_dim": 16})
     with pytest.raises(CheckpointError, match="was asked for"):
         load_checkpoint(folder, expect=other)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,7 +54,9 @@ def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
     first = TINY.build()
     opt_first = optimizer_for(first)
     train(first, opt_first, data[:3])
-    folder = save_training_checkpoint(tmp_path / "step_3", first, opt_first, step=3, extra={"loss": 1.5})
+    folder = Path(
+        save_training_checkpoint(tmp_path / "step_3", first, opt_first, step=3, extra={"loss": 1.5})
+    )
     assert sorted(p.name for p in folder.iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -86,7 +89,7 @@ def test_a_training_checkpoint_is_an_encoder_checkpoint_of_the_rp_encoder(tmp_pa
 
 def test_corrupt_partial_and_mismatched_checkpoints_are_refused(tmp_path):
     model = TINY.build()
-    folder = save_training_checkpoint(tmp_path / "c", model, optimizer_for(model), step=2)
+    folder = Path(save_training_checkpoint(tmp_path / "c", model, optimizer_for(model), step=2))
 
     other = dataclasses.replace(TINY, rsi=EncoderConfig(name="rsi-cnn", params={"patch_size": 5}))
     with pytest.raises(CheckpointMismatchError, match="resume with the same model options"):
@@ -118,7 +121,7 @@ def test_corrupt_partial_and_mismatched_checkpoints_are_refused(tmp_path):
 
 def test_checkpoints_hold_no_pickle(tmp_path):
     model = TINY.build()
-    folder = save_training_checkpoint(tmp_path / "c", model, optimizer_for(model), step=1)
+    folder = Path(save_training_checkpoint(tmp_path / "c", model, optimizer_for(model), step=1))
     for path in folder.iterdir():
         head = path.read_bytes()[:2]
         assert head != b"\x80\x04" and head != b"PK", path  # neither a pickle nor a torch zip archive

@@ -227,20 +227,27 @@ def test_checkpoints_in_s3_resume_and_export(local_ray, s3, sample_archive, tmp_
     assert {f"{prefix}/{name}/step_00000002/{f}" for f in files} <= keys
     assert [s for s, _ in checkpoints(run)] == [2]
 
-    # resubmitted with more steps, it continues from the step in the bucket, and exports to a local folder
-    again = pretrain(stream, dataclasses.replace(first, steps=4), run, export_to=tmp_path / "encoder")
-    assert again.step == 4 and [s for s, _ in checkpoints(run)] == [4, 2]
+    # resubmitted with more steps, it continues from the step in the bucket, and exports to the bucket too
+    export = f"s3://pimc-test/{prefix}/encoder"
+    again = pretrain(stream, dataclasses.replace(first, steps=4), run, export_to=export)
+    assert again.step == 4 and [s for s, _ in checkpoints(run)] == [4, 2] and again.exported == export
     local = tmp_path / "step_4"
     local.mkdir()
     for f in files:
         client.download_file("pimc-test", f"{prefix}/{name}/step_00000004/{f}", str(local / f))
     state = load_training_checkpoint(local)
     assert state.step == 4 and state.meta["started_at"] == 2 and adam_steps(local) == {4}
-    encoder, meta = load_checkpoint(tmp_path / "encoder" / "rp", expect=TINY.rp)
+    encoder, meta = load_checkpoint(f"{export}/rp", expect=TINY.rp)
     assert meta["trained"]["step"] == 4 and meta["trained"]["from"] == again.checkpoint
     with torch.no_grad():
         x = torch.rand(2, 3, 36, 36)
         assert torch.equal(encoder(x), state.model.rp.eval()(x))
+    exported = client.list_objects_v2(Bucket="pimc-test", Prefix=f"{prefix}/encoder/")["Contents"]
+    assert {o["Key"].removeprefix(f"{prefix}/encoder/") for o in exported} == {
+        f"{branch}{f}"
+        for branch in ("", "rp/", "rsi/", "joint/")
+        for f in ("config.json", "model.safetensors")
+    }
     # no copy of a checkpoint is left in the temporary directory (written by rank 0, read back for resuming)
     assert leftover_copies(name, keep=tmp_path) == []
 
@@ -248,7 +255,7 @@ def test_checkpoints_in_s3_resume_and_export(local_ray, s3, sample_archive, tmp_
 def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path):
     from pimc_ray.models import save_checkpoint
 
-    folder = save_checkpoint(tmp_path / "enc", TINY.rp.build(), TINY.rp)
+    folder = Path(save_checkpoint(tmp_path / "enc", TINY.rp.build(), TINY.rp))
     with pytest.raises(CheckpointError, match="not a training checkpoint"):
         export_encoder(str(folder), tmp_path / "out")
     assert json.loads((folder / "config.json").read_text())["encoder"]["name"] == "rp-resnet"
@@ -270,7 +277,7 @@ def test_export_writes_the_default_embedding_and_the_rp_rsi_and_joint_encoders_b
     )
     out = tmp_path / "encoder"
     for _ in range(2):  # a finished run resubmitted exports again over its own export
-        assert export_encoder(str(ckpt), out) == out
+        assert export_encoder(str(ckpt), out) == str(out)
         assert sorted(p.name for p in out.iterdir()) == [
             "config.json",
             "joint",
