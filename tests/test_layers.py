@@ -16,7 +16,8 @@ PACKAGE = Path(pimc_ray.__file__).parent
 BASE = {"errors", "progress", "parallel", "storage", "_exports", "__init__"}
 
 #: What each subpackage may import besides itself and the base modules (kernels and models know arrays and
-#: tensors, not catalogs; data knows no model; io knows rasters, not models; only cli imports local).
+#: tensors, not catalogs; data knows no model; io knows rasters, not models; runs, the top library layer, knows
+#: them all; only cli imports local and runs).
 ALLOWED = {
     "kernels": set(),
     "data": {"kernels"},
@@ -25,7 +26,8 @@ ALLOWED = {
     "training": {"data", "kernels", "models", "io"},
     "mapping": {"data", "kernels", "models", "io"},
     "local": {"data", "kernels", "io"},
-    "cli": {"data", "kernels", "models", "io", "training", "mapping", "local"},
+    "runs": {"data", "kernels", "models", "io", "training", "mapping"},
+    "cli": {"data", "kernels", "models", "io", "training", "mapping", "local", "runs"},
 }
 
 

@@ -7,6 +7,7 @@
     pimc train-head --labels ... --checkpoint D  a classification head from labels     (= jobs/train_head.py)
     pimc derive DIR|s3://...                     a mapping run's manifest, collection and mosaics, derived
                                                  from what its tiles published (at any time)
+    pimc run validate SPEC                       check a run spec (YAML, path or URI); print what it does
     pimc archive build --out data/archive        generate the embedded sample archive
     pimc archive bbox --demo|--train|--tile ID   lon/lat bbox of the demo AOI, the head's training area, a tile
     pimc stac serve --archive data/archive       serve the archive as a STAC API on loopback until stopped
@@ -61,8 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     derive.add_argument("out", help="the run's output: a folder or s3://bucket/prefix")
     derive.set_defaults(func=_derive)
+    run = commands.add_parser("run", help="runs written as a YAML run spec").add_subparsers(
+        dest="run_command", required=True
+    )
+    validate = run.add_parser(
+        "validate", help="check a run spec and print what it does and its command lines"
+    )
+    validate.add_argument("spec", help="the run spec: a YAML file path or URI")
+    validate.set_defaults(func=_run_validate)
     add_commands(commands)
     return parser
+
+
+def _run_validate(args: argparse.Namespace) -> None:
+    from pimc_ray.cli.run import say
+    from pimc_ray.runs import RunSpec, describe
+
+    say(describe(RunSpec.load(args.spec)))
 
 
 def _derive(args: argparse.Namespace) -> None:
