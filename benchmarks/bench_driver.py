@@ -113,7 +113,9 @@ def main() -> int:
     spec = SeriesSpec(dates=DATES)
     parallel = Parallelism(workers=args.workers)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    probe = MapRequest(load_aoi(aoi_for(args.pixels)), spec, "http://unused", "unused", tile_size=args.tile_size)
+    probe = MapRequest(
+        load_aoi(aoi_for(args.pixels)), spec, "http://unused", "unused", tile_size=args.tile_size
+    )
     model, _ = probe.encoder.load()
     stub = StubEmbedder(len(maps.embedding_bands(model, spec)), int(model.halo), probe.window_size)
     real_factory = maps.embedder_factory
