@@ -81,9 +81,12 @@ def s3() -> Iterator[Any]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_head(s3: Any) -> Iterator[str]:
-    """A local Ray head (2 CPUs, loopback) whose jobs see the local S3; yields the dashboard address."""
+    """A local Ray head (2 CPUs, loopback) whose jobs see the local S3; yields the dashboard address.
+
+    Per module, not per session: the multi-node cluster of tests/mapping/test_multinode.py cannot start its job
+    agent while another Ray cluster runs on the machine (its dashboard answers "No available agent")."""
     from pimc_ray.local.ray_cluster import LocalRayHead
 
     with LocalRayHead(num_cpus=2, env=s3.env()) as head:

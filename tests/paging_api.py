@@ -2,7 +2,8 @@
 
 It serves given items through ``POST /search`` in pages of ``page_size`` with STAC API ``next`` links (as Earth
 Search and Planetary Computer do; the local rustac server returns everything at once), filters by collection
-only, and answers the first ``fail_first`` search requests with HTTP 429 or 503.
+only, and answers the first ``fail_first`` search requests with HTTP 429 or 503. With ``number_matched`` it
+reports the count of matching items as ``numberMatched`` (as Earth Search does).
 """
 
 from __future__ import annotations
@@ -21,9 +22,16 @@ CONFORMANCE = [
 
 class PagingStacApi:
     def __init__(
-        self, items: Sequence[dict[str, Any]], *, page_size: int = 10, fail_first: int = 0, status=429
+        self,
+        items: Sequence[dict[str, Any]],
+        *,
+        page_size: int = 10,
+        fail_first: int = 0,
+        status=429,
+        number_matched: bool = False,
     ):
         self.items, self.page_size, self.fail_first, self.status = list(items), page_size, fail_first, status
+        self.number_matched = number_matched
         self.search_requests = 0
         api = self
 
@@ -59,12 +67,13 @@ class PagingStacApi:
                 wanted = set(body.get("collections") or [])
                 matching = [i for i in api.items if not wanted or i.get("collection") in wanted]
                 start = int(body.get("token", 0))
-                page = matching[start : start + api.page_size]
+                page = matching[start : start + min(api.page_size, int(body.get("limit") or api.page_size))]
                 links = []
                 if start + api.page_size < len(matching):
                     links.append({"rel": "next", "href": f"{api.url}/search", "method": "POST",
                                   "body": {**body, "token": start + api.page_size}})  # fmt: skip
-                self._send(200, {"type": "FeatureCollection", "features": page, "links": links})
+                counted = {"numberMatched": len(matching)} if api.number_matched else {}
+                self._send(200, {"type": "FeatureCollection", "features": page, "links": links, **counted})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -8,6 +8,8 @@
     pimc derive DIR|s3://...                     a mapping run's manifest, collection and mosaics, derived
                                                  from what its tiles published (at any time)
     pimc run validate SPEC                       check a run spec (YAML, path or URI); print what it does
+    pimc run plan SPEC [--out URI]               plan it: tiles, km², pixels, items, bytes, CPU/GPU-hours and
+                                                 cost; writes plan.json and plan_tiles.geojson; exit 2 over budget
     pimc archive build --out data/archive        generate the embedded sample archive
     pimc archive bbox --demo|--train|--tile ID   lon/lat bbox of the demo AOI, the head's training area, a tile
     pimc stac serve --archive data/archive       serve the archive as a STAC API on loopback until stopped
@@ -70,6 +72,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("spec", help="the run spec: a YAML file path or URI")
     validate.set_defaults(func=_run_validate)
+    plan = run.add_parser(
+        "plan",
+        help="plan a run spec: its tiles, km², pixels, items, bytes to read, CPU/GPU-hours and cost; write "
+        "plan.json and plan_tiles.geojson, or refuse (exit 2, nothing written) when it is over its budget",
+    )
+    plan.add_argument("spec", help="the run spec: a YAML file path or URI")
+    plan.add_argument(
+        "--out", help="folder or s3:// URI for plan.json and plan_tiles.geojson (default: the spec's output)"
+    )
+    plan.add_argument(
+        "--cpu-hour-price", type=float, metavar="PRICE", help="price of a CPU-hour (no cost without)"
+    )
+    plan.add_argument(
+        "--gpu-hour-price", type=float, metavar="PRICE", help="price of a GPU-hour (no cost without)"
+    )
+    plan.add_argument(
+        "--no-items",
+        action="store_true",
+        help="do not ask the STAC API: acquisitions assumed from the 5-day revisit, items not counted",
+    )
+    plan.add_argument(
+        "--sample-tiles",
+        type=int,
+        metavar="N",
+        help="tiles searched for acquisitions (and items, where the API does not count them); default 16",
+    )
+    plan.set_defaults(func=_run_plan)
     add_commands(commands)
     return parser
 
@@ -79,6 +108,23 @@ def _run_validate(args: argparse.Namespace) -> None:
     from pimc_ray.runs import RunSpec, describe
 
     say(describe(RunSpec.load(args.spec)))
+
+
+def _run_plan(args: argparse.Namespace) -> None:
+    from pimc_ray.cli.run import say
+    from pimc_ray.runs import RunSpec
+    from pimc_ray.runs.plan import DEFAULT_SAMPLE_TILES, Prices, plan_run, write_plan
+    from pimc_ray.storage import normalize_location
+
+    spec = RunSpec.load(args.spec)
+    prices = Prices(args.cpu_hour_price, args.gpu_hour_price)
+    out = normalize_location(args.out if args.out is not None else spec.output)
+    sample = DEFAULT_SAMPLE_TILES if args.sample_tiles is None else args.sample_tiles
+    plan = plan_run(spec, prices=prices, count_items=not args.no_items, sample_tiles=sample, progress=say)
+    say(plan.summary())
+    plan.check_budget(spec.budget)  # over it: one line, exit 2, nothing written
+    for uri in write_plan(plan, out):
+        say(f"  wrote         {uri}")
 
 
 def _derive(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from pimc_ray.storage import UriLike, exists, local_copy, normalize_uri, read_by
 __all__ = [
     "GEOPARQUET_SUFFIX",
     "RETRY_STATUSES",
+    "count_items",
     "dumps_ndjson",
     "epsg_of",
     "frozen_search",
@@ -155,15 +157,7 @@ def search_items(
 
     area: AOI = load_aoi(aoi)
     client = open_client(stac_url, timeout=timeout, retries=retries)
-    kwargs: dict[str, Any] = {
-        "collections": [collection],
-        "intersects": area.__geo_interface__,
-        "datetime": dates.datetime_interval,
-    }
-    server_filter = max_cloud_cover is not None and client.conforms_to("FILTER")
-    if server_filter and max_cloud_cover is not None:
-        kwargs["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, float(max_cloud_cover)]}
-        kwargs["filter_lang"] = "cql2-json"
+    kwargs, server_filter = _search_kwargs(client, area, dates, collection, max_cloud_cover)
     try:
         items = [dict(item) for item in client.search(**kwargs).items_as_dicts()]
     except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
@@ -182,6 +176,60 @@ def search_items(
     items.sort(key=lambda i: (i["properties"].get("datetime") or "", i["id"]))
     logger.info("found %d %s items for %s, %s", len(items), collection, area.bounds, dates.datetime_interval)
     return items
+
+
+def _search_kwargs(
+    client: Any, area: AOI, dates: DateRange, collection: str, max_cloud_cover: float | None
+) -> tuple[dict[str, Any], bool]:
+    """The search's parameters, and whether the cloud filter is applied by the server (CQL2) or must be applied
+    to the items afterwards."""
+    kwargs: dict[str, Any] = {
+        "collections": [collection],
+        "intersects": area.__geo_interface__,
+        "datetime": dates.datetime_interval,
+    }
+    server_filter = max_cloud_cover is not None and bool(client.conforms_to("FILTER"))
+    if server_filter and max_cloud_cover is not None:
+        kwargs["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, float(max_cloud_cover)]}
+        kwargs["filter_lang"] = "cql2-json"
+    return kwargs, server_filter
+
+
+def count_items(
+    aoi: Any,
+    dates: DateRange,
+    *,
+    stac_url: str,
+    collection: str = "sentinel-2-l2a",
+    max_cloud_cover: float | None = None,
+    timeout: float = 30.0,
+    retries: int = 5,
+) -> int | None:
+    """How many items :func:`search_items` would return, from one request of one item: the ``numberMatched`` (or
+    ``context.matched``) the API reports. None when it reports none (the local rustac server does not), or when
+    ``max_cloud_cover`` could only be applied client-side.
+
+    Raises:
+        CatalogUnreachableError: the API cannot be reached or fails.
+    """
+    import pystac_client
+    import requests
+
+    area: AOI = load_aoi(aoi)
+    client = open_client(stac_url, timeout=timeout, retries=retries)
+    kwargs, server_filter = _search_kwargs(client, area, dates, collection, max_cloud_cover)
+    if max_cloud_cover is not None and not server_filter:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "numberMatched ... not in response": None says it
+            matched = client.search(**kwargs, limit=1).matched()
+    except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
+        raise CatalogUnreachableError(
+            f"the STAC API at {stac_url} failed while counting {collection!r} items ({err}); retry later or check "
+            "the collection id"
+        ) from err
+    return None if matched is None else int(matched)
 
 
 def frozen_search(

@@ -3,12 +3,15 @@
 - :mod:`~pimc_ray.runs.spec`: :class:`RunSpec` (region, period, catalog, model, products, output, tiles,
   resources, budget), validated with one-line errors, loaded from a path or URI, written to and read from the
   mapping jobs' command lines, and :func:`describe`;
-- :mod:`~pimc_ray.runs.regions`: named regions (Natural Earth countries and continents, vendored) and areas.
+- :mod:`~pimc_ray.runs.regions`: named regions (Natural Earth countries and continents, vendored) and areas;
+- :mod:`~pimc_ray.runs.plan`: :func:`plan_run` (tiles, km², pixels, items, bytes, CPU/GPU-hours, cost) and its
+  :class:`Plan`, which refuses a run over its budget; :func:`write_plan` (``plan.json``, ``plan_tiles.geojson``).
 
 The top library layer: runs may import every layer below it; only cli/ imports runs. Importing this package
 imports pydantic, PyYAML, shapely and pyproj, not torch or Ray.
 """
 
+from pimc_ray.runs.plan import Plan, Prices, Throughput, plan_run, write_plan
 from pimc_ray.runs.regions import area_km2, region_geometry, region_names
 from pimc_ray.runs.spec import (
     Budget,
@@ -28,13 +31,18 @@ __all__ = [
     "Catalog",
     "Classes",
     "Period",
+    "Plan",
+    "Prices",
     "Products",
     "Region",
     "Resources",
     "RunSpec",
     "Series",
+    "Throughput",
     "area_km2",
     "describe",
+    "plan_run",
     "region_geometry",
     "region_names",
+    "write_plan",
 ]
