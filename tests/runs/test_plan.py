@@ -196,8 +196,9 @@ def test_check_budget_names_every_figure_over():
     europe = RunSpec.load(ROOT / "infra" / "specs" / "europe-2024.yaml")
     plan = plan_run(europe, today=TODAY, count_items=False, prices=Prices(1.0, 100.0))
     assert plan.gpu_hours > 200 and plan.cost is not None and plan.cost > 2000
+    budget = europe.budget.model_copy(update={"max_gpu_hours": 200, "max_cost_usd": 2000})
     with pytest.raises(InvalidConfigError) as caught:
-        plan.check_budget(europe.budget)
+        plan.check_budget(budget)
     message = str(caught.value)
     assert (
         "\n" not in message and "over budget.max_gpu_hours 200" in message and "max_cost_usd 2000" in message

@@ -69,7 +69,7 @@ def test_europe_example():
     s = RunSpec.load(ROOT / "infra" / "specs" / "europe-2024.yaml")
     assert s.region.name == "Europe"
     assert (s.dates().start, s.dates().end) == (dt.date(2024, 1, 1), dt.date(2024, 12, 31))
-    assert s.resources.gpus_per_worker == 1 and s.budget.max_gpu_hours == 200
+    assert s.resources.gpus_per_worker == 1 and s.budget.max_gpu_hours == 400
 
 
 def test_mini_continent_covers_the_sample_tiles():
