@@ -228,16 +228,13 @@ class LocalRayCluster(LocalRayHead):
         node = RayNode(name, folder, process)
         self.nodes.append(node)
         deadline = time.monotonic() + timeout
-        while not self._alive(name):
+        while name not in self.node_ids():
             if process.poll() is not None or time.monotonic() > deadline:
                 log = (folder / "ray" / "ray-start.log").read_text(errors="replace")[-2000:]
                 raise PimcError(f"worker node {name} did not join the cluster at {self.gcs_address}:\n{log}")
             time.sleep(0.5)
         logger.info("worker node %s joined (%d CPU)", name, self.node_cpus)
         return node
-
-    def _alive(self, name: str) -> bool:
-        return name in self.node_ids()
 
     def node_ids(self) -> dict[str, str]:
         """The Ray node id of every live node, by name: ``head``, and the worker nodes' names."""

@@ -64,7 +64,7 @@ from pimc_ray.mapping.requests import MapRequest
 from pimc_ray.mapping.runner import GridWindows, GroupFailure, WindowFailure, run_groups
 from pimc_ray.models.heads import Head, LinearClassifier
 from pimc_ray.progress import Meter, Progress
-from pimc_ray.storage import Store, normalize_location, open_store
+from pimc_ray.storage import Store, gdal_s3_env, normalize_location, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -285,14 +285,14 @@ def worker_scratch() -> Path:
     root = Path(tempfile.gettempdir()) / SCRATCH
     root.mkdir(exist_ok=True)
     for folder in root.iterdir():
-        if folder.name.isdigit() and not _alive(int(folder.name)):
+        if folder.name.isdigit() and not _process_exists(int(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)
     mine = root / str(os.getpid())
     mine.mkdir(exist_ok=True)
     return mine
 
 
-def _alive(pid: int) -> bool:
+def _process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
@@ -463,8 +463,6 @@ def _nodata(dtype: str, value: float | None) -> float:
 def _products_of_tile(store: Store, item: Mapping[str, Any]) -> dict[str, RasterProduct]:
     """What a run's tiles hold, read back from one published tile's COGs (dtype, nodata, bands, colour map)."""
     import rasterio
-
-    from pimc_ray.storage import gdal_s3_env
 
     out = {}
     tile_id = item["properties"]["pimc:tile"]

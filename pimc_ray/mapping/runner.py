@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -194,11 +195,11 @@ class GroupWorker:
 
     def _read_ahead(self, grid: OutputGrid, windows: Sequence[Window]) -> Iterator[Any]:
         """The windows' read results in order, each read submitted ``readers`` windows before it is needed."""
-        queue: list[Future[Any]] = []
+        queue: deque[Future[Any]] = deque()
         for window in windows:
             queue.append(self.pool.submit(_guarded, self.reader, grid, window))
             if len(queue) > self.readers:
-                yield queue.pop(0).result()
+                yield queue.popleft().result()
         for future in queue:
             yield future.result()
 
