@@ -76,6 +76,14 @@ def archive_build(argv: list[str]) -> int:
     return main(["build", *argv])
 
 
+def _archive_extend(args: argparse.Namespace) -> int:
+    """``pimc archive extend ...``: the generator's ``extend`` (:func:`pimc_ray.local.archive.extend_archive`)."""
+    from pimc_ray.local.archive import main
+
+    tiles = [] if args.tiles is None else ["--tiles", args.tiles]
+    return main(["extend", "--out", args.out, "--until", args.until, *tiles])
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``archive``, ``stac`` and ``s3`` to the ``pimc`` parser's subcommands."""
     archive = commands.add_parser("archive", help="the embedded sample archive").add_subparsers(
@@ -84,6 +92,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     archive.add_parser(
         "build", help="generate the sample archive (see docs/sample-archive.md)", add_help=False
     )
+    extend = archive.add_parser(
+        "extend",
+        help="add the acquisitions up to --until to some or all tiles of a built archive (see "
+        "docs/sample-archive.md, 'Extending the period')",
+    )
+    extend.add_argument("--out", required=True, help="the archive's folder, e.g. data/archive")
+    extend.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="new last day with acquisitions")
+    extend.add_argument("--tiles", help="comma-separated tile ids, e.g. 33TTL,32TQR (default: every tile)")
+    extend.set_defaults(func=_archive_extend)
     bbox = archive.add_parser("bbox", help="print a lon/lat bbox of the sample region")
     which = bbox.add_mutually_exclusive_group(required=True)
     which.add_argument("--demo", action="store_true", help="the demo AOI")

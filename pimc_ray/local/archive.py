@@ -9,7 +9,8 @@ Computer style (see ``docs/sample-archive.md``)::
     info = build_archive("data/archive", ArchiveSpec(seed=0))
     scene = render_scene(info.spec, "32TQR", datetime.date(2022, 7, 22))  # what the COGs of that item hold
 
-or ``python -m pimc_ray.local.archive build --out data/archive``.
+or ``python -m pimc_ray.local.archive build --out data/archive``. :func:`extend_archive` adds the acquisitions
+of later days to some or all tiles of a built archive, as a real archive grows (``... extend --until DAY``).
 
 Layout of ``out_dir``::
 
@@ -24,6 +25,8 @@ Layout of ``out_dir``::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
 import json
 import logging
 import os
@@ -43,12 +46,20 @@ from affine import Affine
 from numpy.typing import NDArray
 
 from pimc_ray.data.catalogs import BANDS, SCL
-from pimc_ray.errors import EXIT_BAD_INPUT, OutputExistsError, PimcError
+from pimc_ray.errors import (
+    EXIT_BAD_INPUT,
+    InvalidConfigError,
+    InvalidDateRangeError,
+    OutputExistsError,
+    PimcError,
+    StorageError,
+)
 from pimc_ray.local.archive_grid import (
     TILE_IDS,
     ArchiveSpec,
     TileInfo,
     acquisition_dates,
+    period_end,
     processing_baseline,
     tile_grid,
     tile_info,
@@ -99,8 +110,10 @@ __all__ = [
     "classes_of",
     "dn_carries_offset",
     "elevation",
+    "extend_archive",
     "label_raster",
     "main",
+    "period_end",
     "processing_baseline",
     "render_scene",
     "scene_item_id",
@@ -138,14 +151,26 @@ class ArchiveInfo:
     """Collection id to its JSON file."""
     label_paths: Mapping[str, Path]
     """Tile id to its land-cover label COG."""
+    tile_until: Mapping[str, dt.date]
+    """Tile id to the last day of its acquisitions: the end of ``spec``'s period, later for the tiles that
+    :func:`extend_archive` extended beyond it."""
     n_scene_items: int
-    """Number of ``sentinel-2-l2a`` items (tiles x dates)."""
+    """Number of ``sentinel-2-l2a`` items (the acquisitions of every tile)."""
     n_label_items: int
     """Number of ``pimc-sample-labels`` items (one per tile)."""
     n_cogs: int
     """Number of COG files (11 per scene, 1 per tile)."""
     built: bool
-    """True when this call wrote the archive, False when an existing matching one was reused."""
+    """True when this call wrote (or extended) the archive, False when an existing one was left as it was."""
+
+    @property
+    def extended(self) -> bool:
+        """Whether some tile has acquisitions after the end of ``spec``'s period (:func:`extend_archive`)."""
+        return any(end != period_end(self.spec) for end in self.tile_until.values())
+
+    def acquisitions(self, tile_id: str) -> list[dt.date]:
+        """Acquisition dates of one tile's ``sentinel-2-l2a`` items, oldest first."""
+        return acquisition_dates(dataclasses.replace(self.spec, until=self.tile_until[tile_id]))
 
     def read_items(self, collection: str | None = None) -> list[dict[str, Any]]:
         """The items of ``items.ndjson`` (of one collection if given), in file order."""
@@ -165,7 +190,8 @@ def build_archive(
 
     The archive is built in a temporary folder beside ``out_dir`` and renamed into place when complete. An
     ``out_dir`` already holding the archive of the same spec (per its ``archive.json``) is reused; one holding
-    the archive of another spec, format version or location is replaced.
+    the archive of another spec, format version or location, or the spec's archive extended by
+    :func:`extend_archive`, is replaced.
 
     Args:
         out_dir: folder to create; asset hrefs are ``file://`` URIs below its absolute path.
@@ -181,11 +207,11 @@ def build_archive(
     """
     root = Path(out_dir).expanduser().resolve()
     existing = _read_existing(root)
-    if existing is not None and existing.spec == spec and not rebuild:
+    if existing is not None and existing.spec == spec and not existing.extended and not rebuild:
         logger.info("sample archive at %s already matches the spec; reusing it", root)
         return existing
     if existing is not None:
-        logger.info("replacing the sample archive at %s (spec, version or location changed)", root)
+        logger.info("replacing the sample archive at %s (spec, version, location or extension)", root)
 
     started = time.perf_counter()
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -219,18 +245,9 @@ def _write_archive(
 
     for tile in tiles:
         for date in dates:
-            scene = render_scene(spec, tile.tile_id, date)
-            rel_dir = Path(S2_COLLECTION, tile.tile_id, str(date.year), str(date.month))
-            rel_dir /= scene_item_id(spec, tile.tile_id, date)
-            (staging / rel_dir).mkdir(parents=True)
-            hrefs = _write_scene(
-                staging, root, rel_dir, tile, scene, dn_carries_offset(spec, tile.tile_id, date)
-            )
-            n_cogs += len(hrefs)
-            item = scene_item(
-                spec, tile, date, scene, hrefs=hrefs, collection_href=collection_href[S2_COLLECTION]
-            )
-            lines.append(json.dumps(item, separators=(",", ":")))
+            _, line, cogs = _write_scene_item(staging, root, spec, tile, date, collection_href[S2_COLLECTION])
+            lines.append(line)
+            n_cogs += cogs
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -268,6 +285,19 @@ def _write_archive(
     }
     _write_json(staging / _MANIFEST, manifest)  # last: its presence marks a complete archive
     return _info_from_manifest(root, manifest, built=True)
+
+
+def _write_scene_item(
+    staging: Path, root: Path, spec: ArchiveSpec, tile: TileInfo, date: dt.date, collection_href: str
+) -> tuple[Path, str, int]:
+    """Render one scene and write its COGs under ``staging``; returns its folder (relative), item line, COGs."""
+    scene = render_scene(spec, tile.tile_id, date)
+    rel_dir = Path(S2_COLLECTION, tile.tile_id, str(date.year), str(date.month))
+    rel_dir /= scene_item_id(spec, tile.tile_id, date)
+    (staging / rel_dir).mkdir(parents=True)
+    hrefs = _write_scene(staging, root, rel_dir, tile, scene, dn_carries_offset(spec, tile.tile_id, date))
+    item = scene_item(spec, tile, date, scene, hrefs=hrefs, collection_href=collection_href)
+    return rel_dir, json.dumps(item, separators=(",", ":")), len(hrefs)
 
 
 def _write_scene(
@@ -319,7 +349,7 @@ def _block_size(side: int) -> int:
 
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    path.write_text(_json_text(document), encoding="utf-8")
 
 
 def _read_existing(root: Path) -> ArchiveInfo | None:
@@ -355,13 +385,18 @@ def _read_existing(root: Path) -> ArchiveInfo | None:
 def _info_from_manifest(root: Path, manifest: Mapping[str, Any], *, built: bool) -> ArchiveInfo:
     spec_fields = dict(manifest["spec"])
     spec_fields["tiles"] = tuple(spec_fields["tiles"])
+    spec = ArchiveSpec(**spec_fields)
+    extended = manifest.get("tile_until", {})  # only in an archive whose tiles end on different days
     counts = manifest["counts"]
     return ArchiveInfo(
         root=root,
-        spec=ArchiveSpec(**spec_fields),
+        spec=spec,
         items_path=root / manifest["items"],
         collection_paths={c: root / p for c, p in manifest["collections"].items()},
         label_paths={t: root / p for t, p in manifest["labels"].items()},
+        tile_until={
+            t: dt.date.fromisoformat(extended[t]) if t in extended else period_end(spec) for t in spec.tiles
+        },
         n_scene_items=int(counts["scene_items"]),
         n_label_items=int(counts["label_items"]),
         n_cogs=int(counts["cogs"]),
@@ -385,11 +420,218 @@ def _move_into_place(staging: Path, root: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# --- extending the period -----------------------------------------------------------------------------------
+
+
+def extend_archive(
+    out_dir: str | os.PathLike[str],
+    until: dt.date | str,
+    *,
+    tiles: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> ArchiveInfo:
+    """Add to the archive at ``out_dir`` the acquisitions of ``tiles`` after their current end, up to ``until``.
+
+    As a real archive grows, tile by tile (tiles on different orbits are acquired on different days), so that
+    a rerun over the archive has new scenes on some tiles only. The new items and COGs are exactly those a build
+    with the later ``until`` writes for those tiles; the other items are left as they were. Extending every tile
+    to the same day gives, byte for byte, the archive that ``build_archive`` writes for the spec with that
+    ``until``; an extension already made is a no-op.
+
+    The new scene folders are written under a temporary folder inside the archive and renamed into place, then
+    the collection, ``items.ndjson`` and ``archive.json`` are replaced (each written to a temporary name and
+    renamed), so an interrupted extension never leaves an item pointing at a missing file; running it again
+    completes it. One writer at a time: do not extend an archive that another process is building or extending.
+
+    Args:
+        out_dir: the folder of an archive built by :func:`build_archive`.
+        until: the new last day with acquisitions (a date or ``"YYYY-MM-DD"``), at most 31 December of the
+            archive's year.
+        tiles: tile ids to extend (default: every tile of the archive).
+        progress: called as ``progress(done, total)`` after each new scene is written.
+
+    Returns:
+        Paths and counts of the extended archive; ``built`` is False when nothing had to change.
+
+    Raises:
+        StorageError: if there is no current sample archive at ``out_dir``, or its files disagree.
+        InvalidDateRangeError: if ``until`` is not a date, is beyond the archive's year, or is before the
+            current end of one of ``tiles``.
+        InvalidConfigError: if a tile id is not one of the archive's.
+    """
+    root = Path(out_dir).expanduser().resolve()
+    info = _existing_archive(root)
+    for stale in root.glob(".extending-*"):  # left by an extension that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    spec, new_end = info.spec, _as_date(until)
+    year_end = dt.date(spec.year, 12, 31)
+    if new_end > year_end:
+        raise InvalidDateRangeError(
+            f"until {new_end} is beyond the archive's year {spec.year}: extend to {year_end} at the latest, "
+            f"or build an archive of {new_end.year} (pimc archive build --year {new_end.year})"
+        )
+    targets = _tiles_to_extend(info, tiles)
+    for tile_id in targets:
+        if new_end < info.tile_until[tile_id]:
+            raise InvalidDateRangeError(
+                f"until {new_end} is before the end of tile {tile_id}'s acquisitions "
+                f"({info.tile_until[tile_id]}); an archive is never shortened: give a later day, or build the "
+                f"archive again with its options and --until {new_end}"
+            )
+    targets = [t for t in targets if info.tile_until[t] < new_end]
+    if not targets:
+        logger.info("sample archive %s already holds the acquisitions up to %s; nothing to do", root, new_end)
+        return info
+
+    grown = dataclasses.replace(spec, until=new_end)  # the spec whose build the new items must equal
+    new_dates = {t: [d for d in acquisition_dates(grown) if d > info.tile_until[t]] for t in targets}
+    kept = _kept_item_lines(info, skip={scene_item_id(spec, t, d) for t, ds in new_dates.items() for d in ds})
+    started, total, done, n_cogs = time.perf_counter(), sum(len(d) for d in new_dates.values()), 0, 0
+    new_lines: dict[str, list[str]] = {t: [] for t in targets}
+    staging = Path(tempfile.mkdtemp(prefix=".extending-", dir=root))
+    try:
+        os.chmod(staging, 0o755)
+        moves = []
+        collection_href = info.collection_paths[S2_COLLECTION].as_uri()
+        for tile_id in targets:
+            tile = tile_info(spec, tile_id)
+            for date in new_dates[tile_id]:
+                rel_dir, line, cogs = _write_scene_item(staging, root, grown, tile, date, collection_href)
+                new_lines[tile_id].append(line)
+                n_cogs += cogs
+                moves.append(rel_dir)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        for rel_dir in moves:  # 1. the new scenes' files, each folder renamed into place complete
+            if (root / rel_dir).exists():
+                continue  # left by an interrupted run of this extension: complete, and the same bytes
+            (root / rel_dir).parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging / rel_dir, root / rel_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    tile_until = {t: new_end if t in targets else info.tile_until[t] for t in spec.tiles}
+    lines = [
+        *(line for t in spec.tiles for line in (*kept[t], *new_lines.get(t, []))),
+        *kept[LABELS_COLLECTION],
+    ]
+    manifest = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
+    manifest["spec"] = dataclasses.replace(spec, until=min(tile_until.values())).to_dict()
+    manifest.pop("tile_until", None)
+    if len(set(tile_until.values())) > 1:
+        manifest["tile_until"] = {t: end.isoformat() for t, end in tile_until.items()}
+    manifest["counts"]["scene_items"] = len(lines) - len(kept[LABELS_COLLECTION])
+    manifest["counts"]["cogs"] += n_cogs
+    # 2. what points at the files, last the manifest, each replaced whole
+    latest = dataclasses.replace(spec, until=max(tile_until.values()))
+    _replace_text(info.collection_paths[S2_COLLECTION], _json_text(s2_collection(latest, tile_grid(spec))))
+    _replace_text(info.items_path, "\n".join(lines) + "\n")
+    _replace_text(root / _MANIFEST, _json_text(manifest))
+    logger.info(
+        "extended sample archive %s: %d scenes on %s up to %s in %.1f s",
+        root,
+        total,
+        ", ".join(targets),
+        new_end,
+        time.perf_counter() - started,
+    )
+    return _info_from_manifest(root, manifest, built=True)
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as err:
+        raise InvalidDateRangeError(f"until must be a day as YYYY-MM-DD, got {value!r}") from err
+
+
+def _existing_archive(root: Path) -> ArchiveInfo:
+    """The current, complete sample archive at ``root``, or a StorageError naming the command that makes one."""
+    if not (root / _MANIFEST).is_file():
+        raise StorageError(
+            f"no sample archive at {root} (no {_MANIFEST}); build one first: pimc archive build --out {root}"
+        )
+    try:
+        info = _read_existing(root)
+    except OutputExistsError as err:
+        raise StorageError(f"{root} does not hold a pimc-ray sample archive ({err})") from err
+    if info is None:
+        raise StorageError(
+            f"the sample archive at {root} is of another format version, was moved or is incomplete; "
+            f"rebuild it: pimc archive build --out {root} --rebuild"
+        )
+    return info
+
+
+def _tiles_to_extend(info: ArchiveInfo, tiles: Sequence[str] | None) -> list[str]:
+    """``tiles`` (default: all) checked against the archive's, in the archive's order."""
+    if tiles is None:
+        return list(info.spec.tiles)
+    if isinstance(tiles, str):
+        tiles = tiles.split(",")
+    wanted = {t.strip() for t in tiles if t.strip()}
+    unknown = sorted(wanted - set(info.spec.tiles))
+    if unknown or not wanted:
+        raise InvalidConfigError(
+            f"no tile {','.join(unknown) or repr(tiles)} in the archive at {info.root}; "
+            f"give some of {','.join(info.spec.tiles)}"
+        )
+    return [t for t in info.spec.tiles if t in wanted]
+
+
+def _kept_item_lines(info: ArchiveInfo, *, skip: set[str]) -> dict[str, list[str]]:
+    """The lines of ``items.ndjson`` by tile (scene items, by date) and ``LABELS_COLLECTION`` (label items).
+
+    Every item ``archive.json`` accounts for must be there, and nothing else but the items of ``skip`` (those
+    an interrupted run of the same extension may have listed already; they are written again).
+
+    Raises:
+        StorageError: if ``items.ndjson`` and ``archive.json`` disagree.
+    """
+    by_id: dict[str, str] = {}
+    with info.items_path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                by_id[json.loads(line)["id"]] = line.rstrip("\n")
+    expected = {
+        t: [scene_item_id(info.spec, t, d) for d in info.acquisitions(t)] for t in info.spec.tiles
+    } | {LABELS_COLLECTION: [f"{LABELS_COLLECTION}-{t}" for t in info.spec.tiles]}
+    kept = {key: [by_id.pop(i) for i in ids if i in by_id] for key, ids in expected.items()}
+    missing = sum(len(ids) for ids in expected.values()) - sum(len(lines) for lines in kept.values())
+    extra = sorted(set(by_id) - skip)
+    if missing or extra:
+        raise StorageError(
+            f"{info.items_path} disagrees with {_MANIFEST} ({missing} items missing, "
+            f"{len(extra)} unexpected{': ' + extra[0] if extra else ''}); rebuild the archive: "
+            f"pimc archive build --out {info.root} --rebuild"
+        )
+    return kept
+
+
+def _json_text(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Replace ``path`` whole: write a temporary file beside it, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 # --- command line -------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pimc_ray.local.archive build --out DIR [options]``; returns the exit code."""
+    """``python -m pimc_ray.local.archive build|extend --out DIR [options]``; returns the exit code."""
     defaults = ArchiveSpec()
     parser = argparse.ArgumentParser(
         prog="python -m pimc_ray.local.archive", description="Generate the sample Sentinel-2 L2A archive."
@@ -411,42 +653,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--class-set", choices=["shape", "level"], default=defaults.class_set)
     build.add_argument("--haze", type=float, default=defaults.haze, help="0: none, 1: default, 2+: hazy")
     build.add_argument("--years", type=int, default=defaults.years, help="years ending with --year")
+    build.add_argument(
+        "--until", metavar="YYYY-MM-DD", help="last day with acquisitions (default: the end of --year)"
+    )
     build.add_argument("--rebuild", action="store_true", help="regenerate even if a matching archive exists")
     build.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    extend = commands.add_parser(
+        "extend", help="add the acquisitions up to --until to some or all tiles of the archive at --out"
+    )
+    extend.add_argument("--out", required=True, type=Path, help="the archive's folder, e.g. data/archive")
+    extend.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="new last day with acquisitions")
+    extend.add_argument("--tiles", help="comma-separated tile ids (default: every tile of the archive)")
+    extend.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
     try:
-        spec = ArchiveSpec(
-            seed=args.seed,
-            tile_size=args.tile_size,
-            year=args.year,
-            revisit_days=args.revisit_days,
-            convention=args.convention,
-            tiles=tuple(t.strip() for t in args.tiles.split(",") if t.strip()),
-            cloud_rate=args.cloud_rate,
-            calendar=args.calendar,
-            field_size=args.field_size,
-            class_set=args.class_set,
-            haze=args.haze,
-            years=args.years,
-        )
-        started = time.perf_counter()
-        info = build_archive(args.out, spec, rebuild=args.rebuild)
+        if args.command == "extend":
+            tiles = None if args.tiles is None else _split_tiles(args.tiles)
+            progress = _print_progress("new scenes")
+            info = extend_archive(args.out, args.until, tiles=tiles, progress=progress)
+        else:
+            spec = ArchiveSpec(
+                seed=args.seed,
+                tile_size=args.tile_size,
+                year=args.year,
+                revisit_days=args.revisit_days,
+                convention=args.convention,
+                tiles=_split_tiles(args.tiles),
+                cloud_rate=args.cloud_rate,
+                calendar=args.calendar,
+                field_size=args.field_size,
+                class_set=args.class_set,
+                haze=args.haze,
+                years=args.years,
+                until=args.until,
+            )
+            info = build_archive(args.out, spec, rebuild=args.rebuild, progress=_print_progress("items"))
     except PimcError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    verb = f"built in {time.perf_counter() - started:.1f} s" if info.built else "already up to date"
+    done = "extended" if args.command == "extend" else "built"
+    verb = f"{done} in {time.perf_counter() - started:.1f} s" if info.built else "already up to date"
     print(f"sample archive {verb}: {info.root}")
     print(f"  items:       {info.items_path} ({info.n_scene_items} scenes, {info.n_label_items} labels)")
+    for tile, end in info.tile_until.items():
+        dates = info.acquisitions(tile)
+        print(f"  {tile}:       {len(dates)} acquisitions, {dates[0]} .. {dates[-1]} (period up to {end})")
     for collection, path in info.collection_paths.items():
         print(f"  collection:  {path} ({collection})")
     for tile, path in info.label_paths.items():
         print(f"  labels:      {path} ({tile})")
     return 0
+
+
+def _split_tiles(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _print_progress(what: str, *, lines: int = 10) -> ProgressCallback:
+    """A progress callback printing ``what done/total`` about ``lines`` times, on stdout right away."""
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // lines) == 0:
+            print(f"  {what} {done}/{total}", flush=True)
+
+    return progress
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ __all__ = [
     "ZONE32_EAST_EDGE",
     "ZONE33_WEST_EDGE",
     "acquisition_dates",
+    "period_end",
     "platform_unit",
     "processing_baseline",
     "tile_grid",
@@ -101,6 +102,11 @@ class ArchiveSpec:
     years: int = 1
     """Years of acquisitions, ending with ``year``; farmland fields rotate their crop from year to year (the
     labels are ``year``'s classes)."""
+    until: dt.date | None = None
+    """Last day with acquisitions (an ISO ``"YYYY-MM-DD"`` string is accepted and stored as a date), within the
+    archive's period; None: the end of ``year``, which is also how 31 December of ``year`` is stored. A scene
+    (tile, date) is the same whatever ``until``: a later ``until`` only adds acquisitions
+    (:func:`pimc_ray.local.archive.extend_archive` adds them to a built archive)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tiles", tuple(self.tiles))
@@ -143,6 +149,28 @@ class ArchiveSpec:
             raise ValueError(f"haze must be in [0, 4], got {self.haze!r}")
         if not isinstance(self.years, int) or not 1 <= self.years <= 3:
             raise ValueError(f"years must be 1, 2 or 3, got {self.years!r}")
+        if self.until is not None:
+            object.__setattr__(self, "until", self._checked_until(self.until))
+
+    def _checked_until(self, value: object) -> dt.date | None:
+        """``until`` as a date within the period (None for the year's last day), or a ValueError naming it."""
+        until = value
+        if isinstance(until, str):
+            try:
+                until = dt.date.fromisoformat(until)
+            except ValueError as err:
+                raise ValueError(f"until must be a date as YYYY-MM-DD, got {value!r}") from err
+        if isinstance(until, dt.datetime):
+            until = until.date()
+        if not isinstance(until, dt.date):
+            raise ValueError(f"until must be a date (or YYYY-MM-DD), got {value!r}")
+        first, last = dt.date(self.year - self.years + 1, 1, 3), dt.date(self.year, 12, 31)
+        if not first <= until <= last:
+            raise ValueError(
+                f"until must lie within the archive's period {first} .. {last}, got {until}; "
+                "choose a day in it, or another year"
+            )
+        return None if until == last else until
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (``tiles`` as a list), as stored in ``archive.json``."""
@@ -159,6 +187,8 @@ class ArchiveSpec:
             "class_set": self.class_set,
             "haze": self.haze,
             "years": self.years,
+            # only when set, so that the archive.json of archives built before ``until`` existed stays equal
+            **({} if self.until is None else {"until": self.until.isoformat()}),
         }
 
 
@@ -238,10 +268,16 @@ def tile_grid(spec: ArchiveSpec) -> list[TileInfo]:
     return [tile_info(spec, t) for t in spec.tiles]
 
 
+def period_end(spec: ArchiveSpec) -> dt.date:
+    """Last day of the archive's period: ``spec.until``, or 31 December of ``spec.year``."""
+    return spec.until if spec.until is not None else dt.date(spec.year, 12, 31)
+
+
 def acquisition_dates(spec: ArchiveSpec) -> list[dt.date]:
     """Acquisition dates: 3 January of the first of ``spec.years`` years ending with ``spec.year``, then every
-    ``spec.revisit_days`` until the end of ``spec.year``."""
-    first, end = dt.date(spec.year - spec.years + 1, 1, 3), dt.date(spec.year + 1, 1, 1)
+    ``spec.revisit_days`` until ``spec.until`` (the end of ``spec.year`` when None). A later ``until`` only
+    appends dates: the list for an earlier one is a prefix of it."""
+    first, end = dt.date(spec.year - spec.years + 1, 1, 3), period_end(spec) + dt.timedelta(days=1)
     dates, day = [], first
     while day < end:
         dates.append(day)
