@@ -70,7 +70,7 @@ rgb = rgb.reshape(h, w, 3)
 with rasterio.open(mosaic("classes")) as src:
     classes, confidence = src.read(1), src.read(2)
     cmap = src.colormap(1)
-    first_tile = store.gdal_path(f"tiles/{tiles[0]}/classes.tif")
+    first_tile = store.gdal_path(f"tiles/{tiles[0]}/" + item["assets"]["classes"]["href"].removeprefix("./"))
 with rasterio.open(first_tile) as src:
     names = json.loads(src.tags().get("pimc_classes", "{}"))
 with rasterio.open(mosaic("qa")) as src:

@@ -10,7 +10,10 @@
     pimc run validate SPEC                       check a run spec (YAML, path or URI); print what it does
     pimc run plan SPEC [--out URI]               plan it: tiles, km², pixels, items, bytes, CPU/GPU-hours and
                                                  cost; writes plan.json and plan_tiles.geojson; exit 2 over budget
+    pimc run execute SPEC                        plan it, then map it on this Ray cluster tile by tile: resumes,
+                                                 remaps only tiles whose inputs changed, keeps status.geojson/png
     pimc archive build --out data/archive        generate the embedded sample archive
+    pimc archive extend --out DIR --until DAY    add later acquisitions to (some tiles of) a built archive
     pimc archive bbox --demo|--train|--tile ID   lon/lat bbox of the demo AOI, the head's training area, a tile
     pimc stac serve --archive data/archive       serve the archive as a STAC API on loopback until stopped
     pimc s3 serve --bucket pimc                  a local S3-compatible store (SeaweedFS) until stopped
@@ -25,9 +28,11 @@ codes), :mod:`~pimc_ray.cli.jobs` (the jobs), :mod:`~pimc_ray.cli.local` (the lo
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pimc_ray.cli import jobs
 from pimc_ray.cli.local import add_commands, archive_build
@@ -81,26 +86,61 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--out", help="folder or s3:// URI for plan.json and plan_tiles.geojson (default: the spec's output)"
     )
-    plan.add_argument(
-        "--cpu-hour-price", type=float, metavar="PRICE", help="price of a CPU-hour (no cost without)"
+    _add_plan_options(plan)
+    plan.set_defaults(func=_run_plan)
+    execute = run.add_parser(
+        "execute",
+        help="plan a run spec (refused over its budget), then map it on the Ray cluster this runs in (what a "
+        "RayJob runs): tile by tile, resuming, remapping only the tiles whose inputs (items, model, parameters) "
+        "changed since the output's last run, with a live status layer (status.geojson, status.png) beside the "
+        "run's collection",
     )
-    plan.add_argument(
-        "--gpu-hour-price", type=float, metavar="PRICE", help="price of a GPU-hour (no cost without)"
+    execute.add_argument("spec", help="the run spec: a YAML file path or URI")
+    execute.add_argument(
+        "--today",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="the day a rolling period is resolved on (default: today, UTC)",
     )
-    plan.add_argument(
+    _add_plan_options(execute)
+    execute.set_defaults(func=_run_execute)
+    add_commands(commands)
+    return parser
+
+
+def _add_plan_options(parser: argparse.ArgumentParser) -> None:
+    """The options of planning (``pimc run plan``, ``pimc run execute``)."""
+    a = parser.add_argument
+    a("--cpu-hour-price", type=float, metavar="PRICE", help="price of a CPU-hour (no cost without)")
+    a("--gpu-hour-price", type=float, metavar="PRICE", help="price of a GPU-hour (no cost without)")
+    a(
         "--no-items",
         action="store_true",
         help="do not ask the STAC API: acquisitions assumed from the 5-day revisit, items not counted",
     )
-    plan.add_argument(
+    a(
         "--sample-tiles",
         type=int,
         metavar="N",
         help="tiles searched for acquisitions (and items, where the API does not count them); default 16",
     )
-    plan.set_defaults(func=_run_plan)
-    add_commands(commands)
-    return parser
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from err
+
+
+def _plan_options(args: argparse.Namespace) -> dict[str, Any]:
+    from pimc_ray.runs.plan import DEFAULT_SAMPLE_TILES, Prices
+
+    return {
+        "prices": Prices(args.cpu_hour_price, args.gpu_hour_price),
+        "count_items": not args.no_items,
+        "sample_tiles": DEFAULT_SAMPLE_TILES if args.sample_tiles is None else args.sample_tiles,
+    }
 
 
 def _run_validate(args: argparse.Namespace) -> None:
@@ -113,18 +153,36 @@ def _run_validate(args: argparse.Namespace) -> None:
 def _run_plan(args: argparse.Namespace) -> None:
     from pimc_ray.cli.run import say
     from pimc_ray.runs import RunSpec
-    from pimc_ray.runs.plan import DEFAULT_SAMPLE_TILES, Prices, plan_run, write_plan
+    from pimc_ray.runs.plan import plan_run, write_plan
     from pimc_ray.storage import normalize_location
 
     spec = RunSpec.load(args.spec)
-    prices = Prices(args.cpu_hour_price, args.gpu_hour_price)
     out = normalize_location(args.out if args.out is not None else spec.output)
-    sample = DEFAULT_SAMPLE_TILES if args.sample_tiles is None else args.sample_tiles
-    plan = plan_run(spec, prices=prices, count_items=not args.no_items, sample_tiles=sample, progress=say)
+    plan = plan_run(spec, **_plan_options(args), progress=say)
     say(plan.summary())
     plan.check_budget(spec.budget)  # over it: one line, exit 2, nothing written
     for uri in write_plan(plan, out):
         say(f"  wrote         {uri}")
+
+
+def _run_execute(args: argparse.Namespace) -> None:
+    import time
+
+    from pimc_ray.cli.jobs import embed_parser, map_request
+    from pimc_ray.cli.run import say
+    from pimc_ray.runs import RunSpec
+    from pimc_ray.runs.execute import execute_run
+
+    t0 = time.perf_counter()
+    spec = RunSpec.load(args.spec)
+    job_args = embed_parser().parse_args([*spec.to_args(today=args.today), "--update"])
+    request = map_request(job_args, write_embedding=spec.products.embedding, run_name=spec.name)
+    summary = execute_run(spec, request, today=args.today, **_plan_options(args), progress=say)
+    seconds = time.perf_counter() - t0
+    say(
+        f"summary: {summary.tiles_written} tiles mapped, {summary.tiles_skipped} unchanged of "
+        f"{summary.tiles_total}; {summary.pixels} pixels in {seconds:.1f} s; outputs in {summary.out}"
+    )
 
 
 def _derive(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from pimc_ray.cli.args import (
     add_catalog,
@@ -42,12 +43,16 @@ from pimc_ray.data.stac import frozen_search
 from pimc_ray.errors import InvalidConfigError, PimcError
 from pimc_ray.storage import join_uri, split_uri, write_bytes
 
+if TYPE_CHECKING:
+    from pimc_ray.mapping.requests import MapRequest
+
 __all__ = [
     "classify_main",
     "embed_main",
     "embed_parser",
     "indices_main",
     "indices_parser",
+    "map_request",
     "pretrain_main",
     "pretrain_parser",
     "train_head_main",
@@ -117,6 +122,13 @@ def embed_parser(description: str = "Map an AOI to PIMC embedding COGs on a tile
     a("--batch-size", type=int, default=1024, help="pixels per encoder batch")
     a("--tile-size", type=int, default=1024, help="tile edge in pixels (the unit of output)")
     a(
+        "--update",
+        action="store_true",
+        help="rerun in place: remap only the tiles whose inputs (items, model, parameters) changed since the "
+        "output's last run, as new versions (without it, an output holding other items, model or parameters is "
+        "refused)",
+    )
+    a(
         "--dry-run",
         action="store_true",
         help="print tiles, pixels, bytes to read and the estimated time; write nothing",
@@ -124,25 +136,36 @@ def embed_parser(description: str = "Map an AOI to PIMC embedding COGs on a tile
     return p
 
 
+def map_request(
+    args: argparse.Namespace, *, write_embedding: bool, run_name: str | None = None
+) -> MapRequest:
+    """The mapping request of a mapping job's parsed arguments (also what ``pimc run execute`` maps: a spec's
+    command line, :meth:`~pimc_ray.runs.spec.RunSpec.to_args`); validated, nothing written."""
+    from pimc_ray.mapping.requests import MapRequest
+    from pimc_ray.models.checkpoint import EncoderRef
+
+    return MapRequest(
+        **_area(args),  # type: ignore[arg-type]
+        encoder=EncoderRef.open(args.checkpoint),  # the checkpoint says which encoder it holds
+        head=args.head,
+        head_train_aoi=load_aoi(args.head_train_aoi) if args.head_train_aoi else None,
+        labels_collection=args.labels_collection,
+        batch_size=args.batch_size,
+        tile_size=args.tile_size,
+        write_embedding=write_embedding,
+        update=args.update,
+        run_name=run_name,
+    )
+
+
 def _map_main(argv: Sequence[str] | None, description: str, *, write_embedding: bool) -> int:
     args = embed_parser(description).parse_args(_argv(argv))
 
     def work() -> None:
         from pimc_ray.mapping.maps import dry_run, map_aoi
-        from pimc_ray.mapping.requests import MapRequest
-        from pimc_ray.models.checkpoint import EncoderRef
 
         t0 = time.perf_counter()
-        request = MapRequest(
-            **_area(args),  # type: ignore[arg-type]
-            encoder=EncoderRef.open(args.checkpoint),  # the checkpoint says which encoder it holds
-            head=args.head,
-            head_train_aoi=load_aoi(args.head_train_aoi) if args.head_train_aoi else None,
-            labels_collection=args.labels_collection,
-            batch_size=args.batch_size,
-            tile_size=args.tile_size,
-            write_embedding=write_embedding,
-        )
+        request = map_request(args, write_embedding=write_embedding)
         if args.dry_run:
             plan = dry_run(request, progress=say)
             _print_outputs([], int(plan["pixels"]), time.perf_counter() - t0)

@@ -93,5 +93,24 @@ class RunManifest:
                 "new --out, or rerun with the same arguments to resume"
             )
 
+    def check_same_layout(self, layout: dict[str, Any], where: str) -> None:
+        """Refuse to rerun in place (``update``) over an output that holds another run: another spec's name,
+        another area, tile size or set of products (``layout``, as written in ``params['layout']``)."""
+        held = self.params.get("layout")
+        if held == layout:
+            return
+        if held is None:
+            what = (
+                "a run that cannot be updated in place (made by a job without --update, or an older version)"
+            )
+        elif held.get("name") != layout.get("name"):
+            what = f"the run of spec {held.get('name')!r}, not {layout.get('name')!r}"
+        else:
+            differ = sorted(k for k in layout if held.get(k) != layout[k])
+            what = f"a run with another {', '.join(differ)}"
+        raise OutputExistsError(
+            f"{where} holds {what}; write this run to another output, or rerun the spec that made it"
+        )
+
     def mark(self, tile_id: str, status: str, **details: Any) -> None:
         self.tiles[tile_id] = status_entry(status, **details)

@@ -410,11 +410,13 @@ def write_mosaics(
     *,
     kind: MosaicKind = "auto",
     vrt_max_tiles: int = 64,
+    folders: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Mosaics of ``tiles`` per product and UTM zone, at the store's root; returns the keys written.
 
-    Tiles' COGs are at ``tiles/<tile_id>/<product>.tif``. Each zone gets ``mosaic_<product>_epsg<zone>.vrt``
-    and/or ``mosaic_<product>_epsg<zone>.gti.gpkg`` (see the module docstring).
+    Tiles' COGs are at ``<folder>/<product>.tif``, the folder of a tile given by ``folders`` (tile id -> key
+    prefix; a mapping run's ``tiles/<tile>/v<version>``), else ``tiles/<tile_id>``. Each zone gets
+    ``mosaic_<product>_epsg<zone>.vrt`` and/or ``mosaic_<product>_epsg<zone>.gti.gpkg`` (see the module docstring).
 
     Args:
         store: where the tiles are, and where the mosaics go (a GTI index is written to a local temporary
@@ -427,6 +429,10 @@ def write_mosaics(
     """
     if kind not in ("auto", "vrt", "gti", "both"):
         raise ValueError(f"kind must be 'auto', 'vrt', 'gti' or 'both', got {kind!r}")
+
+    def folder(tile: Tile) -> str:
+        return folders[tile.tile_id] if folders is not None else f"tiles/{tile.tile_id}"
+
     keys = []
     with tempfile.TemporaryDirectory(prefix="pimc-mosaic-") as tmp:
         for epsg in sorted({t.epsg for t in tiles}):
@@ -434,7 +440,7 @@ def write_mosaics(
             with_vrt = kind in ("vrt", "both") or (kind == "auto" and len(zone_tiles) <= vrt_max_tiles)
             with_gti = kind != "vrt"
             for name, p in prods.items():
-                sources = [MosaicSource(f"tiles/{t.tile_id}/{name}.tif", t.bounds) for t in zone_tiles]
+                sources = [MosaicSource(f"{folder(t)}/{name}.tif", t.bounds) for t in zone_tiles]
                 options: _Layout = {
                     "epsg": epsg,
                     "resolution": zone_tiles[0].resolution,

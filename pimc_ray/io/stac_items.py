@@ -63,7 +63,8 @@ def tile_item(
     dates: tuple[dt.date, dt.date],
     properties: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The STAC item of a finished tile (asset hrefs relative to the item, so the tree can move)."""
+    """The STAC item of a finished tile, at ``tiles/<tile>/item.json``; ``keys`` (product -> key) are below
+    ``tiles/<tile>/`` (asset hrefs relative to the item, so the tree can move)."""
     geometry = _lonlat_footprint(tile)
     shape = shapely.geometry.shape(geometry)
     height, width = tile.shape
@@ -80,7 +81,7 @@ def tile_item(
             for _ in names
         ]
         asset: dict[str, Any] = {
-            "href": f"./{Path(key).name}",
+            "href": "./" + key.removeprefix(f"tiles/{tile.tile_id}/"),
             "type": COG_MEDIA_TYPE,
             "title": p.title,
             "roles": ["data"],

@@ -4,9 +4,11 @@
 
 1. items: a frozen snapshot, or a STAC search (then frozen into the output);
 2. the tiles of a :class:`~pimc_ray.data.tiles.TileGrid` the AOI touches, and their windows;
-3. the run key (items, model weights, parameters) checked against the output's manifest
-   (:class:`~pimc_ray.io.manifest.RunManifest`): finished tiles are skipped, a different model or different
-   parameters are refused;
+3. the output checked (:func:`prepare_run`): a run key (items, model weights, parameters) other than the
+   manifest's (:class:`~pimc_ray.io.manifest.RunManifest`) is refused; with ``update`` (``--update``,
+   ``pimc run execute``) only another layout is (name, area, tiles, products), and each tile is keyed by its own
+   inputs (:mod:`pimc_ray.mapping.updates`): finished tiles are skipped, and with ``update`` so are unchanged ones,
+   while changed ones get a new version;
 4. the head: loaded (``--head``), or fit on labels of a held-out area (:func:`pimc_ray.mapping.heads.fit_head`);
 5. the tiles on worker actors (:func:`pimc_ray.mapping.runner.run_groups`): a worker reads a tile's windows (read
    threads ahead of the encoder), embeds them, writes the tile's COGs and publishes them, its STAC item and its
@@ -18,11 +20,14 @@
 Layout under the output location (a folder or ``s3://bucket/prefix``)::
 
     manifest.json                  run key, model, parameters (at the start), and every tile's status (at the end)
-    status/<tile_id>.json          a tile's status, written when it is published or fails (what a rerun reads)
+    status/<tile_id>.json          a tile's status, written when it is published or fails (what a rerun reads):
+                                   its version, its inputs and their key, its files
     items.ndjson                   the frozen STAC items the run read
     collection.json                STAC collection of the outputs
-    tiles/<tile_id>/<product>.tif  COGs: embedding, classes, qa (see :func:`tile_products`)
-    tiles/<tile_id>/item.json      STAC item of the tile (proj, raster, eo, processing extensions)
+    tiles/<tile_id>/v<N>/<product>.tif  COGs of the tile's version N: embedding, classes, qa
+                                   (see :func:`tile_products`); a rerun in place writes version N+1 beside them
+    tiles/<tile_id>/item.json      STAC item of the tile's current version (proj, raster, eo, processing
+                                   extensions; ``pimc:version``, ``pimc:inputs``)
     mosaic_<product>_<zone>.vrt    GDAL VRT per product and UTM zone over the finished tiles (at the root:
                                    GDAL's /vsis3/ does not resolve '../' in a source path)
     head/                          the classification head, when one was fit
@@ -45,7 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import shapely.geometry
@@ -58,18 +63,22 @@ from pimc_ray.io.manifest import RunManifest, publish_status, status_entry
 from pimc_ray.io.mosaic import write_mosaics
 from pimc_ray.io.rasters import RasterProduct, RasterSet
 from pimc_ray.io.stac_items import output_collection, tile_item
-from pimc_ray.mapping.embedder import EmbedderFactory, WindowResult, embedding_bands, series_reader
+from pimc_ray.mapping.embedder import EmbedderFactory, WindowResult, embedding_bands, read_plan, series_reader
 from pimc_ray.mapping.heads import classify, fit_head, load_head, save_head
-from pimc_ray.mapping.requests import MapRequest
+from pimc_ray.mapping.requests import MapRequest, digest
 from pimc_ray.mapping.runner import GridWindows, GroupFailure, WindowFailure, run_groups
-from pimc_ray.models.heads import Head, LinearClassifier
+from pimc_ray.mapping.updates import TileInputs, superseded_files, tile_folder, tile_inputs, to_map
+from pimc_ray.models.checkpoint import sha256_file
+from pimc_ray.models.heads import HEAD_WEIGHTS, Head, LinearClassifier
 from pimc_ray.progress import Meter, Progress
-from pimc_ray.storage import Store, gdal_s3_env, normalize_location, open_store
+from pimc_ray.storage import Store, gdal_s3_env, join_uri, normalize_location, open_store
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MapRun",
     "MapSummary",
+    "RunMonitor",
     "TilePublisher",
     "TileRecord",
     "TileWriter",
@@ -77,6 +86,7 @@ __all__ = [
     "dry_run",
     "embedder_factory",
     "map_aoi",
+    "prepare_run",
     "tile_products",
     "write_run_products",
 ]
@@ -160,6 +170,10 @@ class TilePublisher:
     """GeoTIFF tags of every COG."""
     properties: Mapping[str, Any]
     """STAC properties of every item."""
+    inputs: Mapping[str, TileInputs]
+    """Each tile's inputs and key (:func:`~pimc_ray.mapping.updates.tile_inputs`), kept in its status and item."""
+    versions: Mapping[str, int]
+    """The published version of each tile this run replaces (a rerun in place); other tiles get version 1."""
 
     @classmethod
     def for_run(
@@ -168,6 +182,8 @@ class TilePublisher:
         manifest: RunManifest,
         products: Mapping[str, RasterProduct],
         head: Head | None,
+        inputs: Mapping[str, TileInputs],
+        versions: Mapping[str, int],
     ) -> TilePublisher:
         dates = request.spec.dates
         return cls(
@@ -186,6 +202,8 @@ class TilePublisher:
                 "pimc:run": manifest.key,
                 "pimc:encoder": request.encoder.config.describe(),
             },
+            dict(inputs),
+            dict(versions),
         )
 
     @cached_property
@@ -240,12 +258,19 @@ class TileWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def finish(self) -> TileRecord:
-        """Publish the tile (COGs, item, status) or its failure; returns the record for the driver."""
+        """Publish the tile (COGs, item, status) or its failure; returns the record for the driver.
+
+        A failed replacement of a published version publishes nothing: the old version stays as it was (its
+        status too, so the next rerun tries again), and the record says which version was kept.
+        """
         tile_id, store = self.tile.tile_id, self.publisher.store
+        kept = self.publisher.versions.get(tile_id)
         try:
             if self.failures:
                 self.rasters.abort()
                 entry = status_entry("failed", error=self.failures[0])
+                if kept is not None:
+                    return TileRecord(tile_id, {**entry, "kept_version": kept})
             else:
                 entry = self._publish()
             publish_status(store, tile_id, entry)
@@ -257,21 +282,28 @@ class TileWriter:
         return TileRecord(tile_id, entry)
 
     def _publish(self) -> dict[str, Any]:
+        """The COGs under the tile's next version folder, then its item, which switches to them; returns the
+        status entry (published last, by :meth:`finish`)."""
         p, tile = self.publisher, self.tile
-        keys = self.rasters.publish(
-            p.store, {name: f"tiles/{tile.tile_id}/{name}.tif" for name in p.products}
-        )
-        item = tile_item(
-            tile, keys, p.products, collection=p.collection, dates=p.dates, properties=dict(p.properties)
-        )
-        p.store.put_json(item, f"tiles/{tile.tile_id}/item.json")
-        return status_entry(
+        version = p.versions.get(tile.tile_id, 0) + 1
+        inputs = p.inputs[tile.tile_id].to_dict()
+        folder = tile_folder(tile.tile_id, version)
+        keys = self.rasters.publish(p.store, {name: f"{folder}/{name}.tif" for name in p.products})
+        entry = status_entry(
             "done",
+            version=version,
+            inputs=inputs,
             files=sorted(keys.values()),
             pixels=self.pixels,
             seconds=round(self.meter.elapsed, 2),
             worker=worker_identity(),
         )
+        properties = {**p.properties, "pimc:version": version, "pimc:inputs": inputs, "updated": entry["at"]}
+        item = tile_item(
+            tile, keys, p.products, collection=p.collection, dates=p.dates, properties=properties
+        )
+        p.store.put_json(item, f"tiles/{tile.tile_id}/item.json")
+        return entry
 
 
 #: Where workers write tiles before publishing them: ``$TMPDIR/pimc-tiles/<pid>/<tile>-*``.
@@ -310,15 +342,33 @@ def worker_identity() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "ray_node": node}
 
 
-def _head(request: MapRequest, store: Store, resuming: bool, progress: Progress) -> LinearClassifier | None:
-    """The run's head: the one given, the one this run already fit (when resuming), or one fit now."""
+class RunMonitor(Protocol):
+    """What follows a mapping run tile by tile (``pimc run execute``'s status layer,
+    :class:`~pimc_ray.runs.status.StatusLayer`); the driver calls it, never a worker."""
+
+    def start(
+        self, tiles: Sequence[Tile], status: Mapping[str, Mapping[str, Any]], todo: Sequence[Tile]
+    ) -> None:
+        """Before mapping: every tile of the run, the status objects published so far, the tiles to map."""
+
+    def tile(self, tile_id: str, entry: Mapping[str, Any]) -> None:
+        """A tile finished: its status entry (``done``, or ``failed``, with ``kept_version`` when the old
+        version stays published)."""
+
+    def finish(self) -> None:
+        """The run's tiles are all back (before its collection and mosaics are derived)."""
+
+
+def _head(request: MapRequest, store: Store, reuse: bool, progress: Progress) -> LinearClassifier | None:
+    """The run's head: the one given, the one this run already fit (``reuse``: resuming with the same model and
+    parameters), or one fit now (and saved in the output)."""
     if request.head is not None:
         return LinearClassifier.load(request.head)
     if request.head_train_aoi is None:
         if not request.write_embedding:
             raise PimcError("a classification run needs --head or --head-train-aoi")
         return None
-    if resuming and (head := load_head(store, _HEAD_PREFIX)) is not None:
+    if reuse and (head := load_head(store, _HEAD_PREFIX)) is not None:
         return head
     area, dates, url = request.head_train_aoi, request.spec.dates, request.stac_url
     items = search_items(area, dates, stac_url=url, collection=request.collection)
@@ -337,6 +387,135 @@ def _head(request: MapRequest, store: Store, resuming: bool, progress: Progress)
     return head
 
 
+@dataclass
+class MapRun:
+    """A mapping run checked and ready to go, nothing written yet (:func:`prepare_run`): its items, model and
+    tiles, and what the output already holds."""
+
+    request: MapRequest
+    store: Store
+    items: list[Item]
+    model: Any
+    """The encoder module (to name the embedding's bands)."""
+    weights: str
+    """The encoder's weights digest."""
+    tiles: list[Tile]
+    before: RunManifest | None
+    """The output's run (its manifest and every published status object), None for a new output."""
+
+    def map(self, *, progress: Progress = logger.info, monitor: RunMonitor | None = None) -> MapSummary:
+        """Map the tiles to map (all of them, the unfinished ones of a resumed run, or with ``update`` also the
+        changed ones), then derive the run's manifest, collection and mosaics; see the module docstring.
+
+        Raises:
+            TilesFailedError: after writing every tile that could be written.
+        """
+        request, store, tiles, meter = self.request, self.store, self.tiles, Meter(0)
+        params = request.params(self.weights)
+        before = self.before
+        run_params = _run_params(request, params)
+        reuse = before is not None and before.params.get("digest") == run_params["digest"]
+        head = _head(request, store, reuse, progress)
+        if head is not None and request.head is None:  # fit by this run: its weights decide the classes too
+            params["head_fit"] = sha256_file(join_uri(store.uri(_HEAD_PREFIX), HEAD_WEIGHTS))
+        manifest = RunManifest(
+            request.key([i["id"] for i in self.items], self.weights),
+            self.weights,
+            run_params,
+            dict(before.tiles) if before is not None else {},
+        )
+        inputs = tile_inputs(
+            tiles, self.items, model=self.weights, params=digest(params), halo=read_plan(self.model)[1]
+        )
+        todo = to_map(tiles, manifest.tiles, inputs, update=request.update)
+        versions = {
+            t.tile_id: int(manifest.tiles[t.tile_id].get("version", 0))
+            for t in todo
+            if manifest.tiles.get(t.tile_id, {}).get("status") == "done"
+        }
+        new = len(todo) - len(versions)
+        progress(
+            f"{len(self.items)} items; {len(tiles)} tiles of {request.tile_size} px: {len(tiles) - len(todo)} "
+            f"{'unchanged' if request.update else 'already done'}, {len(versions)} changed, {new} to map; "
+            f"encoder {request.encoder.config.describe()} ({self.weights})"
+        )
+        bands = embedding_bands(self.model, request.spec)
+        products = tile_products(bands, head, with_embedding=request.write_embedding)
+        if before is None or request.update:  # what the run is: written before any tile
+            manifest.save(store)
+            store.put_bytes(dumps_ndjson(self.items), "items.ndjson")
+        if monitor is not None:
+            monitor.start(tiles, manifest.tiles, todo)
+        publisher = TilePublisher.for_run(request, manifest, products, head, inputs, versions)
+        written, pixels, failed = _map_tiles(
+            request, self.items, todo, publisher, manifest, progress, monitor
+        )
+        if monitor is not None:
+            monitor.finish()
+        manifest.save(store)  # the run-level manifest, derived from the tiles' status objects
+        published = manifest.done()  # before this run and by it
+        finished = sorted(
+            (t for t in tiles if t.tile_id in published), key=lambda t: t.tile_id
+        )  # as derive_run
+        keys = [k for t in todo for k in manifest.tiles.get(t.tile_id, {}).get("files", [])
+                if t.tile_id not in failed]  # fmt: skip
+        if finished:
+            description = _description(manifest, request.encoder.config.describe())
+            keys += write_run_products(
+                store, finished, products, request.collection_id, description, _folders(manifest)
+            )
+        if before is not None:  # the collection and mosaics point at the new versions: drop the old ones
+            old = superseded_files(before.tiles, manifest.tiles)
+            for key in old:
+                store.delete(key)
+            if old:
+                progress(f"removed {len(old)} files of superseded tile versions")
+        progress(
+            f"tiles: {written} written ({len(versions) - sum(1 for t in versions if t in failed)} of them new "
+            f"versions), {len(tiles) - len(todo)} skipped, {len(failed)} failed of {len(tiles)}  "
+            f"({meter.elapsed:.0f}s)"
+        )
+        if failed:
+            lines = "\n".join(f"  {tile_id}: {error}" for tile_id, error in failed.items())
+            raise TilesFailedError(
+                f"{len(failed)} of {len(tiles)} tiles failed (the others are written):\n{lines}\n"
+                "rerun the same command to retry only the failed tiles"
+            )
+        return MapSummary(request.out, len(tiles), written, len(tiles) - len(todo), pixels, keys)
+
+
+def _run_params(request: MapRequest, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's ``params``: the series spec and tile size (read by :func:`derive_run`), the patches, the
+    layout (what reruns in place must keep, :meth:`MapRequest.layout`) and the digest of the pixel parameters
+    (``params``, with the model's weights: a rerun with the same digest keeps the head the run fit)."""
+    out: dict[str, Any] = {"spec": request.spec.to_dict(), "tile_size": request.tile_size}
+    patches = request.patch_params()
+    if patches is not None:
+        out["patches"] = patches
+    return {**out, "layout": request.layout(), "digest": digest(dict(params))}
+
+
+def prepare_run(request: MapRequest) -> MapRun:
+    """Check a mapping run without writing anything: its items, its model, its tiles, and that the output is new,
+    holds this run (to resume) or, with ``update``, a run of the same layout (to rerun in place).
+
+    Raises:
+        NoItemsFoundError, CatalogUnreachableError, InvalidAOIError, CheckpointError, OutputExistsError,
+            StorageError.
+    """
+    store = open_store(request.out)
+    items = request.search()
+    model, weights = request.encoder.load()  # fails early on a bad checkpoint
+    tiles = TileGrid(request.tile_size).tiles(request.aoi)
+    before = RunManifest.load(store)
+    if before is not None:
+        if request.update:
+            before.check_same_layout(request.layout(), request.out)
+        else:
+            before.check_same_run(request.key([i["id"] for i in items], weights), weights, request.out)
+    return MapRun(request, store, items, model, weights, tiles, before)
+
+
 def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSummary:
     """Run a mapping job; see the module docstring.
 
@@ -345,54 +524,17 @@ def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSumm
             StorageError: before anything is written.
         TilesFailedError: after writing every tile that could be written.
     """
-    meter = Meter(0)
-    store = open_store(request.out)
-    items = request.search()
-    model, weights = request.encoder.load()  # fails early on a bad checkpoint
-    key = request.key([i["id"] for i in items], weights)
-    tiles = TileGrid(request.tile_size).tiles(request.aoi)
-    manifest = RunManifest.load(store)
-    resuming = manifest is not None
-    if manifest is None:
-        params: dict[str, Any] = {"spec": request.spec.to_dict(), "tile_size": request.tile_size}
-        patches = request.patch_params()
-        if patches is not None:
-            params["patches"] = patches
-        manifest = RunManifest(key, weights, params, {})
-    else:
-        manifest.check_same_run(key, weights, request.out)
-    done = manifest.done()
-    todo = [t for t in tiles if t.tile_id not in done]
-    progress(
-        f"{len(items)} items; {len(tiles)} tiles of {request.tile_size} px ({len(tiles) - len(todo)} already done); "
-        f"encoder {request.encoder.config.describe()} ({weights})"
-    )
-    head = _head(request, store, resuming, progress)
-    bands = embedding_bands(model, request.spec)
-    products = tile_products(bands, head, with_embedding=request.write_embedding)
-    if not resuming:
-        manifest.save(store)
-        store.put_bytes(dumps_ndjson(items), "items.ndjson")
-    publisher = TilePublisher.for_run(request, manifest, products, head)
-    written, pixels, failed = _map_tiles(request, items, todo, publisher, manifest, progress)
-    manifest.save(store)  # the run-level manifest, derived from the tiles' status objects
-    published = manifest.done()  # before this run and by it
-    finished = sorted((t for t in tiles if t.tile_id in published), key=lambda t: t.tile_id)  # as derive_run
-    keys = [f"tiles/{t.tile_id}/{p}.tif" for t in todo if t.tile_id in published for p in products]
-    if finished:
-        description = _description(manifest, request.encoder.config.describe())
-        keys += write_run_products(store, finished, products, request.collection_id, description)
-    progress(
-        f"tiles: {written} written, {len(tiles) - len(todo)} skipped, {len(failed)} failed of "
-        f"{len(tiles)}  ({meter.elapsed:.0f}s)"
-    )
-    if failed:
-        lines = "\n".join(f"  {tile_id}: {error}" for tile_id, error in failed.items())
-        raise TilesFailedError(
-            f"{len(failed)} of {len(tiles)} tiles failed (the others are written):\n{lines}\n"
-            "rerun the same command to retry only the failed tiles"
-        )
-    return MapSummary(request.out, len(tiles), written, len(tiles) - len(todo), pixels, keys)
+    return prepare_run(request).map(progress=progress)
+
+
+def _folders(manifest: RunManifest) -> dict[str, str]:
+    """Each published tile's folder, from the files of its status (tiles published before versions existed
+    keep theirs, ``tiles/<tile>``)."""
+    out = {}
+    for tile_id, entry in manifest.tiles.items():
+        if entry.get("status") == "done" and entry.get("files"):
+            out[tile_id] = entry["files"][0].rsplit("/", 1)[0]
+    return out
 
 
 def write_run_products(
@@ -401,11 +543,13 @@ def write_run_products(
     products: Mapping[str, RasterProduct],
     collection: str,
     description: str,
+    folders: Mapping[str, str],
 ) -> list[str]:
-    """The run-level outputs derived from its published tiles (``tiles``, all done): the mosaics, and the STAC
-    collection of their items with the mosaics as its assets. Returns the keys written."""
+    """The run-level outputs derived from its published tiles (``tiles``, all done, their files in ``folders``):
+    the mosaics, and the STAC collection of their items with the mosaics as its assets. Returns the keys
+    written."""
     items = [store.get_json(f"tiles/{t.tile_id}/item.json") for t in tiles]
-    mosaics = write_mosaics(store, tiles, products)
+    mosaics = write_mosaics(store, tiles, products, folders=folders)
     store.put_json(
         output_collection(items, collection=collection, description=description, mosaics=mosaics),
         "collection.json",
@@ -440,7 +584,8 @@ def derive_run(out: str, *, progress: Progress = logger.info) -> list[str]:
     tiles = [_tile_of_item(item) for item in items]
     products = _products_of_tile(store, items[0])
     encoder = items[0]["properties"].get("pimc:encoder", "")
-    keys = write_run_products(store, tiles, products, items[0]["collection"], _description(manifest, encoder))
+    description = _description(manifest, encoder)
+    keys = write_run_products(store, tiles, products, items[0]["collection"], description, _folders(manifest))
     return ["manifest.json", *keys]
 
 
@@ -465,12 +610,12 @@ def _products_of_tile(store: Store, item: Mapping[str, Any]) -> dict[str, Raster
     import rasterio
 
     out = {}
-    tile_id = item["properties"]["pimc:tile"]
+    folder = f"tiles/{item['properties']['pimc:tile']}/"
     with rasterio.Env(**gdal_s3_env()):
         for name, asset in item["assets"].items():
             if not asset["href"].endswith(".tif"):
                 continue
-            with rasterio.open(store.gdal_path(f"tiles/{tile_id}/{name}.tif")) as src:
+            with rasterio.open(store.gdal_path(folder + asset["href"].removeprefix("./"))) as src:
                 colormap = src.colormap(1) if src.colorinterp[0].name == "palette" else None
                 out[name] = RasterProduct(
                     name,
@@ -490,9 +635,12 @@ def _map_tiles(
     publisher: TilePublisher,
     manifest: RunManifest,
     progress: Progress,
+    monitor: RunMonitor | None,
 ) -> tuple[int, int, dict[str, str]]:
     """Map the ``todo`` tiles on the workers, each tile read, embedded, written and published by one worker;
-    the driver only records each tile's status. Returns tiles written, valid pixels, and failed tiles' errors."""
+    the driver only records each tile's status. Returns tiles written, valid pixels, and failed tiles' errors.
+
+    A tile whose replacement failed keeps its published version (and its entry in ``manifest``)."""
     written, pixels, failed = 0, 0, {}
     records = run_groups(
         GridWindows(todo, request.window_size),
@@ -506,15 +654,20 @@ def _map_tiles(
     for index, record in records:
         tile_id = todo[index].tile_id
         if isinstance(record, GroupFailure):  # the worker could not publish, or died: not published
-            manifest.mark(tile_id, "failed", error=record.error)
+            entry = status_entry("failed", error=record.error)
+            if tile_id in publisher.versions:
+                entry["kept_version"] = publisher.versions[tile_id]
         else:
-            manifest.tiles[tile_id] = record.status
-        entry = manifest.tiles[tile_id]
+            entry = record.status
         if entry["status"] == "done":
             written += 1
             pixels += int(entry["pixels"])
         else:
             failed[tile_id] = entry["error"]
+        if "kept_version" not in entry:
+            manifest.tiles[tile_id] = entry
+        if monitor is not None:
+            monitor.tile(tile_id, entry)
     return written, pixels, failed
 
 

@@ -27,7 +27,12 @@ from pimc_ray.storage import join_uri
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AreaRequest", "MapRequest"]
+__all__ = ["AreaRequest", "MapRequest", "digest"]
+
+
+def digest(payload: Any) -> str:
+    """A short, stable hash of a JSON-ready value (16 hex digits of the SHA-256 of its sorted JSON)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,14 @@ class AreaRequest:
 
     def base_key(self, item_ids: Sequence[str], **extra: Any) -> str:
         """Hash of the area, the series spec, the items and ``extra`` (what a job adds that decides pixels)."""
-        payload = {
-            "aoi": self.aoi.__geo_interface__,
-            "spec": self.spec.to_dict(),
-            "items": sorted(item_ids),
-            **extra,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return digest(
+            {
+                "aoi": self.aoi.__geo_interface__,
+                "spec": self.spec.to_dict(),
+                "items": sorted(item_ids),
+                **extra,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,12 @@ class MapRequest(AreaRequest):
     """False for classification-only runs."""
     collection_id: str = "pimc-maps"
     """Id of the STAC collection describing the outputs."""
+    update: bool = False
+    """Rerun in place: remap only the tiles whose inputs changed (their items, the model, the parameters) as
+    new versions of them (``pimc run execute``, ``--update``). Without it an output holds one run, and a run
+    with other items, model or parameters is refused."""
+    run_name: str | None = None
+    """The run spec's name, kept in the manifest: another spec's run is refused in its output."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -118,22 +130,43 @@ class MapRequest(AreaRequest):
             return None
         return {"bands": list(BANDS), "composite": self.encoder.composite, "halo": config.halo}
 
-    def key(self, item_ids: Sequence[str], weights: str) -> str:
-        """Hash of everything that decides the outputs' pixels (``weights``: see :meth:`EncoderRef.load`).
+    def params(self, weights: str) -> dict[str, Any]:
+        """Everything but the items that decides the outputs' pixels (``weights``: see :meth:`EncoderRef.load`).
 
         The encoder config decides the patch size and with it the halo; :meth:`patch_params` adds the bands and
-        the composite an image-patch encoder's patches come from.
+        the composite an image-patch encoder's patches come from. A head fit by the run is not here (it does not
+        exist yet when the run starts): :func:`~pimc_ray.mapping.maps.map_aoi` adds its digest to tiles' keys.
         """
         patches = self.patch_params()
-        return self.base_key(
-            item_ids,
-            job="map",
-            encoder=self.encoder.config.to_dict(),
-            weights=weights,
-            head=sha256_file(join_uri(self.head, HEAD_WEIGHTS)) if self.head else None,
-            head_train_aoi=self.head_train_aoi.__geo_interface__ if self.head_train_aoi else None,
-            per_class=self.per_class,
-            tile_size=self.tile_size,
-            write_embedding=self.write_embedding,
+        return {
+            "job": "map",
+            "spec": self.spec.to_dict(),
+            "encoder": self.encoder.config.to_dict(),
+            "weights": weights,
+            "head": sha256_file(join_uri(self.head, HEAD_WEIGHTS)) if self.head else None,
+            "head_train_aoi": self.head_train_aoi.__geo_interface__ if self.head_train_aoi else None,
+            "per_class": self.per_class,
+            "tile_size": self.tile_size,
+            "write_embedding": self.write_embedding,
             **({"patches": patches} if patches is not None else {}),
-        )
+        }
+
+    def key(self, item_ids: Sequence[str], weights: str) -> str:
+        """Hash of the area, the items and :meth:`params`: a run's key (what one output holds, without
+        ``update``)."""
+        params = self.params(weights)
+        params.pop("spec")  # base_key adds it
+        return self.base_key(item_ids, **params)
+
+    def layout(self) -> dict[str, Any]:
+        """What makes an output one map that reruns update in place (:attr:`update`): the run's name, area,
+        tiles and products. Items, model and parameters may change between reruns; these may not. As JSON values
+        (lists, not tuples), so that it compares equal to the one a manifest holds."""
+        layout = {
+            "name": self.run_name,
+            "aoi": self.aoi.__geo_interface__,
+            "tile_size": self.tile_size,
+            "embedding": self.write_embedding,
+            "classes": self.head is not None or self.head_train_aoi is not None,
+        }
+        return json.loads(json.dumps(layout))

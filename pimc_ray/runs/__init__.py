@@ -5,10 +5,13 @@
   mapping jobs' command lines, and :func:`describe`;
 - :mod:`~pimc_ray.runs.regions`: named regions (Natural Earth countries and continents, vendored) and areas;
 - :mod:`~pimc_ray.runs.plan`: :func:`plan_run` (tiles, km², pixels, items, bytes, CPU/GPU-hours, cost) and its
-  :class:`Plan`, which refuses a run over its budget; :func:`write_plan` (``plan.json``, ``plan_tiles.geojson``).
+  :class:`Plan`, which refuses a run over its budget; :func:`write_plan` (``plan.json``, ``plan_tiles.geojson``);
+- :mod:`~pimc_ray.runs.execute`: :func:`execute_run`, plan then map a spec in place (``pimc run execute``);
+- :mod:`~pimc_ray.runs.status`: :class:`StatusLayer`, the run's live ``status.geojson`` and ``status.png``.
 
 The top library layer: runs may import every layer below it; only cli/ imports runs. Importing this package
-imports pydantic, PyYAML, shapely and pyproj, not torch or Ray.
+imports pydantic, PyYAML, shapely and pyproj, not torch or Ray (:mod:`~pimc_ray.runs.execute` imports the mapping
+layer, and with it torch: import it where a run executes).
 """
 
 from pimc_ray.runs.plan import Plan, Prices, Throughput, plan_run, write_plan
@@ -25,6 +28,7 @@ from pimc_ray.runs.spec import (
     Series,
     describe,
 )
+from pimc_ray.runs.status import StatusLayer
 
 __all__ = [
     "Budget",
@@ -38,6 +42,7 @@ __all__ = [
     "Resources",
     "RunSpec",
     "Series",
+    "StatusLayer",
     "Throughput",
     "area_km2",
     "describe",

@@ -121,7 +121,7 @@ def test_tiles_in_the_bucket_are_valid_cogs_gdal_reads_back(s3_run):
                 ("classes", 2, "uint8"),
                 ("qa", 1, "uint16"),
             ):
-                key = f"{prefix}/tiles/{tile}/{product}.tif"
+                key = f"{prefix}/tiles/{tile}/v1/{product}.tif"
                 assert key in keys
                 assert cog_validate(f"/vsis3/{BUCKET}/{key}", quiet=True)[0], key
                 with rasterio.open(f"/vsis3/{BUCKET}/{key}") as src:
@@ -185,7 +185,7 @@ def test_mosaic_edges_equal_a_single_tile_run(s3_run, stac_api, tmp_path):
     ):
         mosaic, bounds = m.read(), m.bounds
         tile_edges = [i for i in range(1, m.width) if i % 64 == 0]
-    with rasterio.open(out / "tiles" / single_tile / "embedding.tif") as big:
+    with rasterio.open(out / "tiles" / single_tile / "v1" / "embedding.tif") as big:
         same = big.read(window=big.window(*bounds))
     assert mosaic.shape == same.shape and tile_edges
     np.testing.assert_array_equal(np.isnan(mosaic), np.isnan(same))
@@ -259,7 +259,7 @@ def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(encoder, sample_arch
     (single_tile,) = embed(tmp_path / "single", "256", "128")["tiles"]
     with rasterio.open(tmp_path / "tiled" / "mosaic_embedding_epsg32632.vrt") as m:
         mosaic, bounds = m.read(), m.bounds
-    with rasterio.open(tmp_path / "single" / "tiles" / single_tile / "embedding.tif") as big:
+    with rasterio.open(tmp_path / "single" / "tiles" / single_tile / "v1" / "embedding.tif") as big:
         same = big.read(window=big.window(*bounds))
         assert json.loads(big.tags()["pimc_encoder"])["name"] == encoder["name"]
         descriptions = big.descriptions
@@ -335,7 +335,7 @@ def test_killed_job_resumes_and_writes_every_tile_once(ray_head, stac_api, s3):
 
     again = submit_job(ray_head, args)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert f"({len(done)} already done)" in again.stdout
+    assert f"{len(done)} already done, 0 changed" in again.stdout
     final = read_json(f"{prefix}/manifest.json")["tiles"]
     assert len(final) == total and all(e["status"] == "done" for e in final.values())
     for tile, entry in done.items():
@@ -384,7 +384,7 @@ def test_failed_tiles_are_listed_exit_3_and_the_others_written(stac_api, sample_
     statuses = {e["status"] for e in tiles.values()}
     assert statuses == {"done", "failed"}  # tiles over 32TQS only are fine
     for tile, entry in tiles.items():
-        assert (out / "tiles" / tile / "embedding.tif").exists() == (entry["status"] == "done")
+        assert (out / "tiles" / tile / "v1" / "embedding.tif").exists() == (entry["status"] == "done")
 
 
 def test_dry_run_plans_and_writes_nothing(stac_api, tmp_path):

@@ -124,8 +124,8 @@ def test_a_worker_node_lost_mid_run_then_a_rerun_completes_with_maps_equal_to_on
     with rasterio.Env(**gdal_s3_env()):
         for tile in final:
             for product in ("embedding", "qa"):
-                with rasterio.open(f"/vsis3/{BUCKET}/{prefix}/tiles/{tile}/{product}.tif") as a:
+                with rasterio.open(f"/vsis3/{BUCKET}/{prefix}/tiles/{tile}/v1/{product}.tif") as a:
                     cluster_pixels = a.read()
-                with rasterio.open(local / "tiles" / tile / f"{product}.tif") as b:
+                with rasterio.open(local / "tiles" / tile / "v1" / f"{product}.tif") as b:
                     process_pixels = b.read()
                 np.testing.assert_array_equal(cluster_pixels, process_pixels, err_msg=f"{tile} {product}")
