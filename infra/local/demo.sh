@@ -74,7 +74,7 @@ echo "== the maps, read back from the bucket"
 (cd "$RUN_TMP" && python "$ROOT/notebooks/explore_maps.py" "$OUT")
 echo
 echo "demo finished in $(( $(date +%s) - T0 )) s. Outputs: $OUT (manifest.json, collection.json,"
-echo "tiles/<tile>/{embedding,classes,qa}.tif + item.json, mosaic_*.gti.gpkg and mosaic_*.vrt), kept in $S3_DATA."
+echo "tiles/<tile>/v1/{embedding,classes,qa}.tif + item.json, mosaic_*.gti.gpkg and mosaic_*.vrt), kept in $S3_DATA."
 echo "To open them again:"
 echo "  .venv/bin/pimc s3 serve --bucket pimc-demo --data-dir $S3_DATA --env-file .cache/s3.env &"
 echo "  set -a; source .cache/s3.env; set +a"
