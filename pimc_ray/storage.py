@@ -152,8 +152,12 @@ def normalize_location(location: UriLike, *, option: str = "--out") -> str:
         text = normalize_uri(location)
     except StorageError as err:
         raise StorageError(f"{named}{err}") from err
-    if not text.startswith("s3://") and Path(text).exists() and not Path(text).is_dir():
-        raise StorageError(f"{named}{text} exists and is not a folder; pass a folder path")
+    if not text.startswith("s3://"):
+        path = Path(text)
+        for folder in (path, *path.parents):
+            if folder.exists() and not folder.is_dir():
+                where = "" if folder == path else f" is inside {folder}, which"
+                raise StorageError(f"{named}{text}{where} is a file, not a folder; pass a folder path")
     return text
 
 
@@ -391,7 +395,16 @@ class LocalStore(Store):
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove ``key``, and the folders it leaves empty (as object stores have no empty folders)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or self.root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): stop here
+                break
 
     def list(self, prefix: str) -> list[str]:
         folder = self._path(prefix)

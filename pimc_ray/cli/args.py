@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,9 +38,41 @@ __all__ = [
 ]
 
 
+#: A value that starts like a negative number: ``-122.5,37.7,-122.3,37.9`` (a western-hemisphere bbox), ``-3``.
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+class JobParser(argparse.ArgumentParser):
+    """An argument parser that takes values starting with a minus sign, such as a western-hemisphere bbox.
+
+    argparse reads ``--aoi -122.5,37.7,-122.3,37.9`` as an option without its value ("expected one argument"):
+    only a lone negative number passes its test for values. Here, a token that starts like a negative number and
+    follows an option taking one value is joined to it (``--aoi=-122.5,...``), which argparse reads as meant.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        tokens = list(sys.argv[1:] if args is None else args)
+        joined: list[str] = []
+        i = 0
+        while i < len(tokens):
+            token = tokens[i]
+            action = self._option_string_actions.get(token)
+            takes_one = action is not None and action.nargs is None and action.option_strings
+            if takes_one and i + 1 < len(tokens) and _NEGATIVE_VALUE.match(tokens[i + 1]):
+                joined.append(f"{token}={tokens[i + 1]}")
+                i += 2
+                continue
+            joined.append(token)
+            i += 1
+        return super().parse_known_args(joined, namespace)
+
+
 def job_parser(description: str, *, prog: str | None = None) -> argparse.ArgumentParser:
-    """A job's parser: its description, and the exit codes every job shares at the end of ``--help``."""
-    return argparse.ArgumentParser(
+    """A job's parser (:class:`JobParser`): its description, and the exit codes every job shares at the end of
+    ``--help``."""
+    return JobParser(
         prog=prog,
         description=description,
         epilog=EXIT_CODES_HELP,

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from pimc_ray.cli.run import say
+from pimc_ray.errors import PimcError
 
 __all__ = ["add_commands"]
 
@@ -50,21 +51,31 @@ def _stac_serve(args: argparse.Namespace) -> None:
 def _s3_serve(args: argparse.Namespace) -> None:
     from pimc_ray.local import LocalS3Server
 
+    env_file = Path(args.env_file) if args.env_file else None
+    if env_file is not None and not env_file.parent.is_dir():  # before the server starts
+        raise PimcError(
+            f"--env-file {env_file}: the folder {env_file.parent} does not exist; create it or choose another path"
+        )
     stop = _wait_for_signal()
     buckets = args.bucket or ["pimc"]
     data_dir = Path(args.data_dir) if args.data_dir else None
     with LocalS3Server(tuple(buckets), data_dir=data_dir) as server:
-        exports = "".join(f"export {k}={v}\n" for k, v in server.env().items())
-        # the secret goes to the env file only (mode 0600), not to the output, which may well be a log
-        if args.env_file:
-            tmp = Path(f"{args.env_file}.tmp")
+        env = server.env()
+        # the secret goes to the env file only (mode 0600), never to the output, which may well be a log
+        if env_file is not None:
+            tmp = Path(f"{env_file}.tmp")
             tmp.unlink(missing_ok=True)
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-                out.write(exports)
-            tmp.replace(args.env_file)
-            how = f"`set -a; source {args.env_file}; set +a` (endpoint and credentials)"
+                out.write("".join(f"export {k}={v}\n" for k, v in env.items()))
+            tmp.replace(env_file)
+            how = f"`set -a; source {env_file}; set +a` (endpoint and credentials)"
         else:
-            how = f"\n{exports}"
+            shown = {k: v for k, v in env.items() if "SECRET" not in k}
+            how = (
+                "\n"
+                + "".join(f"export {k}={v}\n" for k, v in shown.items())
+                + "(the secret key is not printed: rerun with --env-file FILE to have every variable written there)"
+            )
         say(f"S3 (SeaweedFS) at {server.endpoint}, buckets {', '.join(buckets)}; to use it: {how}")
         stop.wait()
 

@@ -71,6 +71,11 @@ def _from_bbox(values: Sequence[float]) -> BaseGeometry:
     minx, miny, maxx, maxy = (float(v) for v in values)
     if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
         raise InvalidAOIError(f"bbox {values!r} holds a non-finite number; {_FIX}")
+    if -180 <= maxx < 0 < minx <= 180 and miny < maxy:  # east to west: GeoJSON's bbox across the antimeridian
+        raise InvalidAOIError(
+            f"bbox {values!r} crosses the antimeridian (minx {minx:g} > maxx {maxx:g}), which one AOI cannot: map "
+            f"it as two runs, {minx:g},{miny:g},180,{maxy:g} and -180,{miny:g},{maxx:g},{maxy:g}"
+        )
     if minx >= maxx or miny >= maxy:
         raise InvalidAOIError(
             f"bbox {values!r} is empty or reversed: it needs minx < maxx and miny < maxy (lon/lat degrees)"

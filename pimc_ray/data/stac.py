@@ -27,7 +27,17 @@ from pimc_ray.errors import (
     NoItemsFoundError,
     UnknownCatalogError,
 )
-from pimc_ray.storage import UriLike, exists, local_copy, normalize_uri, read_bytes, write_bytes, write_file
+from pimc_ray.storage import (
+    UriLike,
+    exists,
+    is_local,
+    join_uri,
+    local_copy,
+    normalize_uri,
+    read_bytes,
+    write_bytes,
+    write_file,
+)
 
 __all__ = [
     "GEOPARQUET_SUFFIX",
@@ -113,17 +123,51 @@ def _retrying_stac_io(timeout: float, retries: int) -> Any:
 
 
 def open_client(stac_url: str, *, timeout: float = 30.0, retries: int = 5) -> Any:
-    """Open a STAC API with retries; a clear :class:`CatalogUnreachableError` if it cannot be reached."""
+    """Open a STAC API with retries and a timeout on every request.
+
+    Raises:
+        CatalogUnreachableError: one line: it cannot be reached, did not answer in time, or is not a STAC API.
+    """
+    import pystac
     import pystac_client
     import requests
 
     try:
-        return pystac_client.Client.open(stac_url, stac_io=_retrying_stac_io(timeout, retries))
+        # the timeout again: Client.open resets the given StacApiIO's timeout to its own (None: wait forever)
+        return pystac_client.Client.open(
+            stac_url, stac_io=_retrying_stac_io(timeout, retries), timeout=timeout
+        )
     except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
+        if _timed_out(err):
+            raise _no_answer(stac_url, timeout) from err
         raise CatalogUnreachableError(
             f"cannot reach the STAC API at {stac_url} ({type(err).__name__}); check the URL and your network, "
             "or start the local one with `pimc stac serve`"
         ) from err
+    except (pystac_client.errors.ClientTypeError, pystac.STACError, ValueError, LookupError, TypeError,
+            AttributeError) as err:  # fmt: skip
+        raise CatalogUnreachableError(
+            f"{stac_url} is not a STAC API (its root is not a STAC catalog: {type(err).__name__}); check the URL, "
+            "which should be the API's root, e.g. https://earth-search.aws.element84.com/v1"
+        ) from err
+
+
+def _timed_out(err: BaseException) -> bool:
+    """Whether a request failed because the server did not answer in time (requests and pystac-client wrap the
+    timeout in their own errors, the latter keeping only its text)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or "timed out" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _no_answer(stac_url: str, timeout: float) -> CatalogUnreachableError:
+    return CatalogUnreachableError(
+        f"the STAC API at {stac_url} accepted the connection but did not answer within {timeout:g} s (after "
+        "retries); it is overloaded or stalled: retry later, or check the URL"
+    )
 
 
 def search_items(
@@ -161,6 +205,8 @@ def search_items(
     try:
         items = [dict(item) for item in client.search(**kwargs).items_as_dicts()]
     except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
+        if _timed_out(err):
+            raise _no_answer(stac_url, timeout) from err
         raise CatalogUnreachableError(
             f"the STAC API at {stac_url} failed while searching {collection!r} ({err}); retry later or check the "
             "collection id"
@@ -242,9 +288,21 @@ def frozen_search(
     snapshot: UriLike | None = None,
 ) -> list[Item]:
     """Items of a run: read from ``snapshot`` (a local path or a URI) when it exists (no search), else searched
-    (:func:`search_items`) and frozen there when a snapshot is given, so that reruns see exactly the same items."""
+    (:func:`search_items`) and frozen there when a snapshot is given, so that reruns see exactly the same items.
+
+    Raises:
+        InvalidConfigError: the snapshot is a folder, or not a snapshot of STAC items.
+    """
+    if snapshot is not None and is_local(snapshot) and Path(normalize_uri(snapshot)).is_dir():
+        raise InvalidConfigError(
+            f"--snapshot {snapshot} is a folder; give a file path in it, e.g. {join_uri(snapshot, 'items.ndjson')}"
+        )
     if snapshot is not None and exists(snapshot):
         items = load_snapshot(snapshot)
+        if not items:
+            raise InvalidConfigError(
+                f"--snapshot {snapshot} holds no items; delete it to search the catalog again, or give another"
+            )
         logger.info("using %d items frozen in %s (no search)", len(items), snapshot)
         return items
     items = search_items(
@@ -310,11 +368,33 @@ def load_snapshot(uri: UriLike) -> list[Item]:
         StorageError: nothing at ``uri``, or it cannot be read.
     """
     if not _is_geoparquet(uri):
-        return [json.loads(line) for line in read_bytes(uri).splitlines() if line.strip()]
-    rustac = _rustac()
-    with local_copy(uri) as local:
-        features = rustac.read_sync(str(local))["features"]
-    return list(json.loads(json.dumps(features)))  # plain JSON values: lists, not the tuples of a bbox
+        items = []
+        for number, line in enumerate(read_bytes(uri).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except ValueError as err:
+                raise _not_a_snapshot(uri, f"line {number} is not JSON: {err}") from err
+    else:
+        rustac = _rustac()
+        with local_copy(uri) as local:
+            try:
+                features = rustac.read_sync(str(local))["features"]
+            except Exception as err:  # rustac raises its own errors for any unreadable file  # noqa: BLE001
+                raise _not_a_snapshot(uri, f"not stac-geoparquet: {err}") from err
+        items = json.loads(json.dumps(features))  # plain JSON values: lists, not the tuples of a bbox
+    for number, item in enumerate(items, 1):
+        if not (isinstance(item, dict) and "id" in item and isinstance(item.get("properties"), dict)):
+            raise _not_a_snapshot(uri, f"item {number} is not a STAC item (no id or properties)")
+    return items
+
+
+def _not_a_snapshot(uri: UriLike, why: str) -> InvalidConfigError:
+    return InvalidConfigError(
+        f"--snapshot {uri} is not a snapshot of STAC items ({why}); give the file a run wrote, or a new path to "
+        "search the catalog again and freeze its items there"
+    )
 
 
 def group_by_epsg(items: Sequence[Mapping[str, Any]]) -> dict[int, list[Item]]:

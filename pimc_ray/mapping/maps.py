@@ -58,8 +58,8 @@ import shapely.geometry
 from pimc_ray.data.labels import StacLabels
 from pimc_ray.data.stac import Item, dumps_ndjson, search_items
 from pimc_ray.data.tiles import OutputGrid, Tile, TileGrid, Window
-from pimc_ray.errors import OutputExistsError, PimcError, TilesFailedError
-from pimc_ray.io.manifest import RunManifest, publish_status, status_entry
+from pimc_ray.errors import AllCloudError, InvalidConfigError, OutputExistsError, PimcError, TilesFailedError
+from pimc_ray.io.manifest import STATUS, RunManifest, publish_status, status_entry
 from pimc_ray.io.mosaic import write_mosaics
 from pimc_ray.io.rasters import RasterProduct, RasterSet
 from pimc_ray.io.stac_items import output_collection, tile_item
@@ -440,6 +440,12 @@ class MapRun:
             f"encoder {request.encoder.config.describe()} ({self.weights})"
         )
         bands = embedding_bands(self.model, request.spec)
+        if head is not None and head.dim != len(bands):
+            raise InvalidConfigError(
+                f"the head {request.head or _HEAD_PREFIX} classifies {head.dim}-d embeddings, and this encoder "
+                f"({request.encoder.config.describe()}) gives {len(bands)}-d ones: fit a head on this encoder "
+                "(jobs/train_head.py --checkpoint ...), or map with the encoder the head was fit on"
+            )
         products = tile_products(bands, head, with_embedding=request.write_embedding)
         if before is None or request.update:  # what the run is: written before any tile
             manifest.save(store)
@@ -450,6 +456,9 @@ class MapRun:
         written, pixels, failed = _map_tiles(
             request, self.items, todo, publisher, manifest, progress, monitor
         )
+        if written and not any(e.get("pixels") for e in manifest.tiles.values() if e.get("status") == "done"):
+            self._discard(todo, manifest)  # an empty map is a mistake, not a result: keep nothing of it
+            raise AllCloudError(self._empty_message(written))
         if monitor is not None:
             monitor.finish()
         manifest.save(store)  # the run-level manifest, derived from the tiles' status objects
@@ -482,6 +491,32 @@ class MapRun:
                 "rerun the same command to retry only the failed tiles"
             )
         return MapSummary(request.out, len(tiles), written, len(tiles) - len(todo), pixels, keys)
+
+    def _empty_message(self, tiles: int) -> str:
+        """Why a run can map tiles and find no valid pixel, and what to change."""
+        request = self.request
+        dates, grid = request.spec.dates, request.spec.timegrid
+        acquisitions = len({str(i["properties"].get("datetime", ""))[:10] for i in self.items})
+        return (
+            f"no pixel of the AOI has {grid.min_valid} or more cloud-free observations between {dates.start} and "
+            f"{dates.end} ({tiles} tiles mapped from {len(self.items)} items on {acquisitions} days, all empty); "
+            f"likely: --min-valid above the clear acquisitions, a --catalog convention that does not match the "
+            f"items, a --snapshot of another area, or a date range too short. Nothing was kept"
+        )
+
+    def _discard(self, todo: Sequence[Tile], manifest: RunManifest) -> None:
+        """Remove what this run published (its tiles' files, items and status objects, and for a new output its
+        manifest, items and head), so that a rerun starts clean."""
+        store, keys = self.store, []
+        for tile in todo:
+            entry = manifest.tiles.get(tile.tile_id, {})
+            if entry.get("status") == "done":
+                keys += [*entry.get("files", []), f"tiles/{tile.tile_id}/item.json"]
+            keys.append(f"{STATUS}{tile.tile_id}.json")
+        if self.before is None:
+            keys += ["manifest.json", "items.ndjson", *store.list(f"{_HEAD_PREFIX}/")]
+        for key in keys:
+            store.delete(key)
 
 
 def _run_params(request: MapRequest, params: Mapping[str, Any]) -> dict[str, Any]:

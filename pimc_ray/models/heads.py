@@ -112,6 +112,11 @@ class LinearClassifier(nn.Module):
             cmap[cid] = (int(hexa[0:2], 16), int(hexa[2:4], 16), int(hexa[4:6], 16), 255)
         return cmap
 
+    @property
+    def dim(self) -> int:
+        """The size of the embeddings it classifies."""
+        return int(self.mean.shape[0])
+
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(class ids (N,) int64, confidence (N,) float32)`` for embeddings ``x`` (N, dim)."""

@@ -25,13 +25,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from pimc_ray.errors import InvalidConfigError
+from pimc_ray.errors import AllCloudError, InvalidConfigError
 from pimc_ray.mapping.maps import MapSummary, prepare_run
 from pimc_ray.mapping.requests import MapRequest
 from pimc_ray.progress import Progress
-from pimc_ray.runs.plan import DEFAULT_SAMPLE_TILES, Prices, plan_run, write_plan
+from pimc_ray.runs.plan import DEFAULT_SAMPLE_TILES, PLAN_FILE, TILES_FILE, Prices, plan_run, write_plan
 from pimc_ray.runs.spec import RunSpec
-from pimc_ray.runs.status import StatusLayer
+from pimc_ray.runs.status import STATUS_GEOJSON, STATUS_PNG, StatusLayer
 
 __all__ = ["execute_run"]
 
@@ -90,6 +90,12 @@ def execute_run(
     for uri in write_plan(plan, spec.output):
         progress(f"wrote {uri}")
     layer = StatusLayer(run.store, interval=status_interval)
-    summary = run.map(progress=progress, monitor=layer)
+    try:
+        summary = run.map(progress=progress, monitor=layer)
+    except AllCloudError:  # the map kept nothing: neither do the plan and the status layer of a new output
+        if run.before is None:
+            for key in (PLAN_FILE, TILES_FILE, STATUS_GEOJSON, STATUS_PNG):
+                run.store.delete(key)
+        raise
     progress(f"status layer: {run.store.uri('status.geojson')} {layer.counts()}")
     return summary

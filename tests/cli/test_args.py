@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pimc_ray.cli.jobs import embed_parser, train_head_parser
+from pimc_ray.cli.jobs import embed_parser, pretrain_parser, train_head_parser
 
 CATALOG = ["--start", "2022-01-01", "--end", "2022-12-31", "--stac-url", "http://127.0.0.1:9"]
 
@@ -32,3 +32,26 @@ def test_unusable_uris_are_refused_with_the_reason(value, message, capsys):
     with pytest.raises(SystemExit) as exited:
         train_head_parser().parse_args(["--checkpoint", value, "--labels-collection", "c", *CATALOG])
     assert exited.value.code == 2 and re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("flag", ["--aoi", "--head-train-aoi"])
+def test_a_western_hemisphere_bbox_is_a_value_not_an_option(flag):
+    """argparse alone reads ``--aoi -122.5,...`` as an option without its value ("expected one argument")."""
+    base = [
+        "--aoi",
+        "1,2,3,4",
+        "--start",
+        "2022-01-01",
+        "--end",
+        "2022-12-31",
+        "--stac-url",
+        "http://x",
+        "--out",
+        "o",
+    ]
+    args = embed_parser().parse_args([*base, flag, "-122.5,37.7,-122.3,37.9", "--steps", "-3"])
+    assert getattr(args, flag[2:].replace("-", "_")) == "-122.5,37.7,-122.3,37.9" and args.steps == -3
+    pretrain = pretrain_parser().parse_args(["--aoi", "-1,2,3,4", "--aoi", "5,6,7,8", *base[2:]])
+    assert pretrain.aoi == ["-1,2,3,4", "5,6,7,8"]
+    with pytest.raises(SystemExit):  # an option where its value should be is still an error
+        embed_parser().parse_args([*base, "--aoi", "--steps", "3"])

@@ -60,6 +60,7 @@ def test_geojson_file_and_geo_interface(tmp_path):
         ("missing.geojson", "does not exist"),
         ("{not json", "not valid JSON"),
         ([170.0, 0.0, 190.0, 1.0], "outside lon"),
+        ("170,-20,-170,-10", r"crosses the antimeridian .* two runs, 170,-20,180,-10 and -180,-20,-170,-10"),
         (
             {"type": "Polygon", "coordinates": [[[-179, 0], [179, 0], [179, 1], [-179, 1], [-179, 0]]]},
             "antimeridian",

@@ -14,7 +14,12 @@ from pimc_ray.data.stac import (
     save_snapshot,
     search_items,
 )
-from pimc_ray.errors import CatalogUnreachableError, InvalidDateRangeError, NoItemsFoundError
+from pimc_ray.errors import (
+    CatalogUnreachableError,
+    InvalidConfigError,
+    InvalidDateRangeError,
+    NoItemsFoundError,
+)
 from pimc_ray.local import free_port
 from pimc_ray.local.archive import tile_info
 from tests.specs import TEST_SPEC
@@ -130,3 +135,88 @@ def test_snapshot_is_used_instead_of_searching(stac_api, tmp_path):
     assert (
         frozen_search(tile_bbox("32TQR"), YEAR, stac_url=offline, snapshot=snap) == items
     )  # no request made
+
+
+class _Answering:
+    """A loopback HTTP server that answers every request with ``body`` (``stall``: accepts, never answers)."""
+
+    def __init__(self, body: bytes = b"", *, content_type: str = "text/html", stall: bool = False) -> None:
+        import socket
+        import threading
+
+        self.body, self.content_type, self.stall = body, content_type, stall
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.stall:
+                self.held.append(conn)  # keep it open, say nothing
+                continue
+            conn.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: {self.content_type}\r\nContent-Length: {len(self.body)}\r\n"
+            conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + self.body)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_an_api_that_never_answers_times_out():
+    """``Client.open(url, stac_io=...)`` resets the StacApiIO's timeout unless it is passed again."""
+    server = _Answering(stall=True)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(CatalogUnreachableError, match="did not answer within 1 s"):
+            search_items("11,45,11.1,45.1", DateRange.parse("2022-01-01", "2022-02-01"), stac_url=server.url,
+                         timeout=1.0, retries=1)  # fmt: skip
+        assert time.monotonic() - t0 < 20
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<html><body>Welcome to nginx!</body></html>", "text/html"),
+        (b'{"hello": "world"}', "application/json"),
+        (b"[1, 2, 3]", "application/json"),
+    ],
+)
+def test_a_url_that_is_not_a_stac_api_is_one_clear_error(body, content_type):
+    server = _Answering(body, content_type=content_type)
+    try:
+        with pytest.raises(CatalogUnreachableError, match="is not a STAC API"):
+            search_items("11,45,11.1,45.1", DateRange.parse("2022-01-01", "2022-02-01"), stac_url=server.url,
+                         retries=0)  # fmt: skip
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("{not json\n", "line 1 is not JSON"),
+        ('{"id": "a", "properties": {}}\n{"id": "b", "prop', "line 2 is not JSON"),  # truncated
+        ('{"type": "FeatureCollection"}\n', "item 1 is not a STAC item"),
+        ("\n", "holds no items"),
+        (None, "is a folder"),
+    ],
+)
+def test_a_bad_snapshot_is_one_clear_error_not_a_traceback(tmp_path, content, words):
+    snapshot = tmp_path / "items.ndjson"
+    if content is None:
+        snapshot.mkdir()
+    else:
+        snapshot.write_text(content)
+    with pytest.raises(InvalidConfigError, match=words):
+        frozen_search("11,45,11.1,45.1", YEAR, stac_url="http://127.0.0.1:9", snapshot=snapshot)

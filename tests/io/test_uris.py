@@ -33,6 +33,7 @@ from pimc_ray.storage import (
     content_type,
     exists,
     join_uri,
+    normalize_location,
     normalize_uri,
     open_store,
     read_bytes,
@@ -66,6 +67,17 @@ def test_uri_forms(tmp_path, monkeypatch):
     assert join_uri(f"file://{tmp_path}/enc", "rp") == str(tmp_path / "enc" / "rp")
     with pytest.raises(StorageError, match="names a bucket, not an object"):
         split_uri("s3://b")
+
+
+def test_an_output_inside_a_file_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(
+        StorageError, match=r"^--out .*afile/sub is inside .*afile, which is a file, not a folder"
+    ):
+        normalize_location(tmp_path / "afile" / "sub")
+    with pytest.raises(StorageError, match=r"afile is a file, not a folder"):
+        normalize_location(tmp_path / "afile")
+    assert normalize_location(tmp_path / "new" / "sub") == str(tmp_path / "new" / "sub")
 
 
 def test_single_objects_at_a_path_a_file_uri_and_in_s3(s3, tmp_path):

@@ -420,6 +420,11 @@ def test_no_items_through_ray_job_submit_fails(ray_head, stac_api):
         ({"--stac-url": "UNREACHABLE"}, "error: cannot reach the STAC API"),
         ({"--out": "gs://bucket/x"}, "error: --out gs://bucket/x"),
         ({"--tile-size": "100"}, "multiple of 16"),
+        (
+            {"--min-valid": "100"},
+            "no pixel of the AOI has 100 or more cloud-free observations",
+        ),  # after mapping
+        ({"--start": "2022-07-22", "--end": "2022-07-22"}, "a date range too short"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line_and_no_outputs(stac_api, tmp_path, overrides, message):
@@ -431,7 +436,7 @@ def test_bad_input_exits_non_zero_with_one_line_and_no_outputs(stac_api, tmp_pat
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert message in lines[0]
-    assert not out.exists()
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]  # an emptied output: no files
 
 
 def test_corrupt_checkpoint_is_refused(stac_api, tmp_path):
@@ -450,6 +455,18 @@ def test_classify_job_needs_a_head(stac_api, tmp_path):
     proc = run_job(job_args(stac_api.url, tmp_path / "c", **{"--workers": "0"}), job="classify_aoi.py")
     assert proc.returncode == 2 and "--head or --head-train-aoi" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_a_head_of_another_embedding_size_is_refused_before_anything_is_written(stac_api, tmp_path):
+    from pimc_ray.models.heads import LinearClassifier
+
+    head = LinearClassifier(5, [1, 2], {1: "a", 2: "b"}).save(tmp_path / "head5")  # the default encoder: 64-d
+    out = tmp_path / "c"
+    proc = run_job(job_args(stac_api.url, out, **{"--workers": "0", "--head": head}), job="classify_aoi.py")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "classifies 5-d embeddings" in lines[0] and "gives 64-d ones" in lines[0]
+    assert not out.exists()
 
 
 def test_derive_rebuilds_the_manifest_collection_and_mosaics_from_the_tiles(stac_api, tmp_path):
