@@ -17,7 +17,10 @@ Everything stays lazy (dask) until the caller computes a window.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +89,96 @@ class StackSpec:
         bad = [c for c in self.mask_classes if not 0 <= int(c) <= 11]
         if bad:
             raise ValueError(f"SCL classes are 0..11, got {sorted(bad)}")
+
+
+#: GDAL's HTTP settings for asset reads: a transient failure (a 429 or 5xx answer, a dropped connection, a
+#: truncated body, a stall) is retried with a growing delay before a read fails; a stalled request ends after
+#: ``GDAL_HTTP_TIMEOUT`` seconds. Measured against tests/faulty_http.py (tests/data/test_stack.py).
+HTTP_RETRY_ENV = {
+    "GDAL_HTTP_MAX_RETRY": "5",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_HTTP_CONNECTTIMEOUT": "15",
+}
+
+
+#: Tries of one asset read, and the delay before the second (doubled before each next one): 0.5 + 1 + 2 s.
+READ_ATTEMPTS = 4
+READ_RETRY_DELAY = 0.5
+
+
+def _retrying_reader() -> type:
+    """stackstac's reader, each read tried :data:`READ_ATTEMPTS` times (made on first use: stackstac is imported
+    lazily)."""
+    from stackstac.rio_reader import AutoParallelRioReader
+
+    class RetryingRioReader(AutoParallelRioReader):
+        """stackstac's reader whose reads are tried again, on a reopened dataset, before they fail (or become
+        nodata under ``errors_as_nodata``): GDAL retries answers such as 503 itself (:data:`HTTP_RETRY_ENV`),
+        not a connection dropped in the middle of a body."""
+
+        @property
+        def dataset(self) -> Any:
+            return _RetryingDataset(self, AutoParallelRioReader.dataset.fget)
+
+    return RetryingRioReader
+
+
+class _RetryingDataset:
+    """What :meth:`RetryingRioReader.dataset` gives stackstac's ``read``: the reader's dataset, whose ``read`` is
+    tried again (after closing it, so that it is opened anew) when it fails."""
+
+    def __init__(self, reader: Any, open_dataset: Any) -> None:
+        self.reader, self.open_dataset = reader, open_dataset
+
+    def read(self, **kwargs: Any) -> Any:
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self.open_dataset(self.reader).read(**kwargs)
+            except Exception as err:  # any failure of a read: GDAL, curl, a closed file  # noqa: BLE001
+                if attempt == READ_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "reading %s failed (attempt %d of %d), trying again: %s",
+                    self.reader.url, attempt, READ_ATTEMPTS, err,
+                )  # fmt: skip
+                self.reader.close()
+                _clear_network_cache()
+                time.sleep(READ_RETRY_DELAY * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+
+def _clear_network_cache() -> None:
+    """Empty GDAL's cache of bytes read over the network (``VSICurlClearCache``): a body cut short is kept there,
+    and a reopened file would read the same broken bytes again. The cache only saves requests, so clearing it
+    costs some re-reads; rasterio does not expose the call, so it is made through the loaded GDAL library (a
+    no-op where it cannot be found)."""
+    library = _gdal_library()
+    if library is not None:
+        library.VSICurlClearCache()
+
+
+@functools.cache
+def _gdal_library() -> Any:
+    """The GDAL library this process loaded (rasterio's), through ctypes; None where it cannot be found."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {
+                line.split()[-1] for line in maps if "libgdal" in line and line.split()[-1].startswith("/")
+            }
+        return ctypes.CDLL(sorted(paths)[0]) if paths else None
+    except (OSError, AttributeError):
+        return None
+
+
+def _gdal_env() -> Any:
+    """stackstac's GDAL environment with :data:`HTTP_RETRY_ENV` (given settings in the environment win)."""
+    import stackstac
+
+    settings = {k: v for k, v in HTTP_RETRY_ENV.items() if k not in os.environ}
+    return stackstac.DEFAULT_GDAL_ENV.updated(always=settings)
 
 
 def stackstac_ready(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -158,6 +251,8 @@ def stack_reflectance(
             properties=False,
             band_coords=False,
             errors_as_nodata=(RasterioIOError(".*"),) if spec.on_unreadable == "nodata" else (),
+            gdal_env=_gdal_env(),
+            reader=_retrying_reader(),
         )
     except ValueError as err:
         if "CRS" in str(err):
@@ -209,6 +304,8 @@ def merge_same_day(stack: xr.DataArray) -> xr.DataArray:
 
 def read_window(stack: xr.DataArray) -> xr.DataArray:
     """Compute a (small) lazy stack into memory with dask's threaded scheduler.
+
+    Each asset read is tried several times before it fails (:class:`RetryingRioReader`).
 
     Raises:
         AssetReadError: an asset could not be read (stackstac reports it as a RuntimeError naming the URL).

@@ -1,6 +1,7 @@
 """Reflectance stacks from the sample archive, checked against the generator's own reflectances."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from pimc_ray.data.catalogs import BANDS
 from pimc_ray.data.stack import DEFAULT_MASK_CLASSES, StackSpec, read_window, stack_reflectance
 from pimc_ray.kernels.indices import vegetation_indices
 from pimc_ray.local.archive import acquisition_dates, build_archive, render_scene, tile_info
+from tests.faulty_http import FaultyFileServer
 from tests.specs import TEST_SPEC
 
 PC_SPEC = dataclasses.replace(TEST_SPEC, convention="planetary-computer", tiles=("32TQR",))
@@ -128,3 +130,35 @@ def test_unreadable_asset_policy(sample_archive, tmp_path):
     assert np.isnan(data[1, 0]).all()  # the missing red band of the second date is nodata ...
     np.testing.assert_array_equal(data[:, 1], intact[:, 1])  # ... and nothing else changed
     np.testing.assert_array_equal(data[[0, 2], 0], intact[[0, 2], 0])
+
+
+def over_http(items, server):
+    """The items with their ``file://`` asset hrefs served by ``server``."""
+    out = []
+    for item in items:
+        assets = {
+            k: {**a, "href": server.href(Path(a["href"].removeprefix("file://")))}
+            for k, a in item["assets"].items()
+        }
+        out.append({**item, "assets": assets})
+    return out
+
+
+@pytest.mark.parametrize("fault", ["503", "drop", "truncate"])
+def test_transient_http_faults_are_retried_to_the_same_pixels(sample_archive, fault):
+    """Every third asset request fails (503, a dropped connection, half a body): GDAL retries, and the stack
+    equals the fault-free one."""
+    tile = tile_info(TEST_SPEC, "32TQR")
+    items = tile_items(sample_archive, "32TQR")[:6]
+    spec = StackSpec(bands=("B04", "B08"))
+
+    def read(server):
+        lazy = stack_reflectance(over_http(items, server), bounds=tile.bounds, epsg=tile.epsg, spec=spec)
+        return read_window(lazy).values
+
+    with FaultyFileServer(sample_archive.root) as clean:
+        expected = read(clean)
+    with FaultyFileServer(sample_archive.root, fault=fault, every=3) as faulty:
+        got = read(faulty)
+    assert faulty.faults > 0, "no fault was injected"
+    np.testing.assert_array_equal(got, expected)
