@@ -72,6 +72,19 @@ def actor_stage(
     )
 
 
+def init_ray(**kwargs: Any) -> None:
+    """Start or join Ray for a job: the cluster ``RAY_ADDRESS`` names (``ray job submit`` sets it for its jobs),
+    else a new local Ray in this process.
+
+    Not a bare ``ray.init()``: without ``RAY_ADDRESS`` that joins the latest cluster anyone started on this machine
+    with ``ray start`` (the address it leaves in ``$TMPDIR/ray/ray_current_cluster``), so a job, or a test, would
+    run on and wait for someone else's cluster (``tests/test_isolation.py``).
+    """
+    import ray
+
+    ray.init(address=None if os.environ.get("RAY_ADDRESS") else "local", **kwargs)
+
+
 def check_resources(needs: Mapping[str, float], *, what: str, fix: str) -> dict[str, float]:
     """Refuse, before anything starts, work that the running Ray cluster can never schedule.
 

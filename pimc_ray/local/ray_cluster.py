@@ -143,6 +143,7 @@ def _ray_start(
     ray_cli = str(Path(sys.executable).parent / "ray")
     clusters = "1" if multi_node else "0"
     full_env = {**os.environ, **env, **LOOPBACK_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": clusters}
+    full_env.pop("RAY_ADDRESS", None)  # a client's setting (the tests' "local"): not for a node
     command = [ray_cli, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}"]
     command += [*args, "--disable-usage-stats"]
     with open(temp_dir / "ray-start.log", "wb") as log:

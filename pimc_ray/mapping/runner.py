@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from pimc_ray.data.tiles import OutputGrid, Window
 from pimc_ray.errors import InvalidConfigError
-from pimc_ray.parallel import GDAL_CACHE_MB, bound_memory, check_resources
+from pimc_ray.parallel import GDAL_CACHE_MB, bound_memory, check_resources, init_ray
 from pimc_ray.progress import Meter, Progress
 
 logger = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def start_workers(
     import ray
 
     if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+        init_ray(log_to_driver=False)
     cpus = parallel.cpus_per_worker + parallel.read_cpus
     if not parallel.wait_for_resources:
         check_resources(

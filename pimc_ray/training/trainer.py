@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pimc_ray.errors import InternalError, PimcError
-from pimc_ray.parallel import check_resources
+from pimc_ray.parallel import check_resources, init_ray
 from pimc_ray.progress import Progress
 from pimc_ray.storage import UriLike, join_uri
 from pimc_ray.training.checkpoints import resume_step, storage_filesystem
@@ -108,7 +108,7 @@ def pretrain(
     result_checkpoint, metrics = latest[0] if latest else None, {"step": start}
     if start < config.steps:
         if not ray.is_initialized():
-            ray.init(log_to_driver=True)
+            init_ray(log_to_driver=True)
         run = _fit_to_cluster(run, stream)
         ray.data.DataContext.get_current().enable_progress_bars = show_data_progress
         first, count = visits_needed(config, stream, start)
