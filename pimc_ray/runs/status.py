@@ -17,6 +17,7 @@ layer (about 100,000 features, some 20 MB) costs the driver a write per interval
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections import Counter
@@ -25,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import shapely
-import shapely.geometry
 from pyproj import Transformer
 
 from pimc_ray.data.tiles import Tile
@@ -93,8 +93,13 @@ class StatusLayer:
     ) -> None:
         self.store, self.interval, self.png_size, self.clock = store, interval, png_size, clock
         self.tiles: list[Tile] = []
-        self.areas = np.empty(0, dtype=object)
         self.entries: dict[str, dict[str, Any]] = {}
+        self.geometries: list[str] = []
+        """Each tile's area as GeoJSON text, made once (a rewrite only adds the properties)."""
+        self.bbox: list[float] = []
+        self.index = np.zeros((1, 1), np.uint32)
+        """The quicklook's pixels: 1 + the index of the tile painted there, 0 for none (made once)."""
+        self.transform: Any = None
         self.written_at: float | None = None
         self.writes = 0
 
@@ -103,8 +108,23 @@ class StatusLayer:
     def start(
         self, tiles: Sequence[Tile], status: Mapping[str, Mapping[str, Any]], todo: Sequence[Tile]
     ) -> None:
+        from rasterio.features import rasterize
+        from rasterio.transform import from_bounds
+
+        if not tiles:
+            raise ValueError("a status layer needs the run's tiles")
         self.tiles = list(tiles)
-        self.areas = _lonlat_areas(self.tiles)
+        areas = _lonlat_areas(self.tiles)
+        self.geometries = list(shapely.to_geojson(shapely.set_precision(areas, 1e-6)))
+        self.bbox = [float(v) for v in shapely.total_bounds(areas)]
+        west, south, east, north = self.bbox
+        step = max(east - west, north - south) / self.png_size
+        width, height = max(1, round((east - west) / step)), max(1, round((north - south) / step))
+        self.transform = from_bounds(west, south, east, north, width, height)
+        shapes = ((area, i + 1) for i, area in enumerate(areas) if not area.is_empty)
+        self.index = rasterize(
+            shapes, out_shape=(height, width), transform=self.transform, all_touched=True, dtype="uint32"
+        )
         mapping = {t.tile_id for t in todo}
         for tile in self.tiles:
             old = status.get(tile.tile_id, {})
@@ -142,61 +162,48 @@ class StatusLayer:
         now = self.clock()
         if not force and self.written_at is not None and now - self.written_at < self.interval:
             return False
-        self.store.put_json(self.geojson(), STATUS_GEOJSON)
+        self.store.put_bytes(self.geojson_bytes(), STATUS_GEOJSON)
         self.store.put_bytes(self.png(), STATUS_PNG)
         self.written_at, self.writes = now, self.writes + 1
         return True
 
-    def geojson(self) -> dict[str, Any]:
-        """The layer as a GeoJSON FeatureCollection (see the module docstring)."""
+    def geojson_bytes(self) -> bytes:
+        """The layer as a GeoJSON FeatureCollection (see the module docstring), written out from the geometries'
+        text made at the start: a continent's 100,000 features in about a second."""
+        header = {
+            "type": "FeatureCollection",
+            "bbox": self.bbox,
+            "pimc:counts": self.counts(),
+            "pimc:updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "pimc:colors": {state: "#{:02x}{:02x}{:02x}".format(*rgb) for state, rgb in COLORS.items()},
+        }
         features = []
-        for tile, area in zip(self.tiles, self.areas, strict=True):
+        for tile, geometry in zip(self.tiles, self.geometries, strict=True):
             entry = self.entries[tile.tile_id]
             properties = {"tile_id": tile.tile_id, "status": entry["status"]}
             properties |= {k: entry.get(k) for k in ("version", "pixels", "at", "error")}
             features.append(
-                {
-                    "type": "Feature",
-                    "id": tile.tile_id,
-                    "geometry": shapely.geometry.mapping(shapely.set_precision(area, 1e-6)),
-                    "properties": properties,
-                }
+                f'{{"type":"Feature","id":{json.dumps(tile.tile_id)},"geometry":{geometry},'
+                f'"properties":{json.dumps(properties)}}}'
             )
-        return {
-            "type": "FeatureCollection",
-            "bbox": [float(v) for v in shapely.total_bounds(self.areas)],
-            "pimc:counts": self.counts(),
-            "pimc:updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "pimc:colors": {state: "#{:02x}{:02x}{:02x}".format(*rgb) for state, rgb in COLORS.items()},
-            "features": features,
-        }
+        return (json.dumps(header)[:-1] + ',"features":[' + ",".join(features) + "]}").encode()
 
     def png(self) -> bytes:
-        """The quicklook: each tile's square painted in its status's colour (a palette PNG)."""
+        """The quicklook: each tile's area painted in its status's colour (a palette PNG)."""
         import rasterio
-        from rasterio.features import rasterize
         from rasterio.io import MemoryFile
-        from rasterio.transform import from_bounds
 
         if not self.tiles:
             raise ValueError("a status layer without tiles has no quicklook")
-        west, south, east, north = (float(v) for v in shapely.total_bounds(self.areas))
-        step = max(east - west, north - south) / self.png_size
-        width, height = max(1, round((east - west) / step)), max(1, round((north - south) / step))
-        transform = from_bounds(west, south, east, north, width, height)
         value = {state: i + 1 for i, state in enumerate(STATES)}
-        shapes = [
-            (area, value[self.entries[t.tile_id]["status"]])
-            for t, area in zip(self.tiles, self.areas, strict=True)
-            if not area.is_empty
-        ]
-        image = rasterize(
-            shapes, out_shape=(height, width), transform=transform, all_touched=True, dtype="uint8"
-        )
+        lut = np.zeros(len(self.tiles) + 1, np.uint8)
+        lut[1:] = [value[self.entries[t.tile_id]["status"]] for t in self.tiles]
+        image = lut[self.index]
+        height, width = image.shape
         colormap = {0: (0, 0, 0, 0)} | {value[s]: (*rgb, 255) for s, rgb in COLORS.items()}
         profile = {"driver": "PNG", "width": width, "height": height, "count": 1, "dtype": "uint8"}
         with rasterio.Env(GDAL_PAM_ENABLED="NO"), MemoryFile() as memory:  # no .aux.xml: the bytes are all
-            with memory.open(**profile, crs="EPSG:4326", transform=transform) as dst:
+            with memory.open(**profile, crs="EPSG:4326", transform=self.transform) as dst:
                 dst.write(image, 1)
                 dst.write_colormap(1, colormap)
             return bytes(memory.read())
