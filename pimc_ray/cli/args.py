@@ -18,7 +18,7 @@ from typing import Any
 from pimc_ray.data.aoi import AOI, load_aoi
 from pimc_ray.data.series import SeriesSpec
 from pimc_ray.data.stac import DateRange
-from pimc_ray.data.timegrid import TimeGridSpec
+from pimc_ray.data.timegrid import MAX_STEPS, TimeGridSpec
 from pimc_ray.errors import EXIT_CODES_HELP, InvalidConfigError, StorageError
 from pimc_ray.mapping.runner import Parallelism
 from pimc_ray.storage import UriLike, normalize_location, normalize_uri
@@ -142,6 +142,12 @@ def at_least_one(args: argparse.Namespace, *names: str) -> None:
 def series_spec(args: argparse.Namespace) -> SeriesSpec:
     """The series spec of :func:`add_catalog` + :func:`add_series` arguments."""
     at_least_one(args, "steps", "min_valid", "window_size")
+    if args.steps > MAX_STEPS:
+        raise InvalidConfigError(
+            f"--steps {args.steps} is above {MAX_STEPS}: a pixel's plots are 3 x T x T floats, "
+            f"{3 * args.steps**2 * 4 / 1e6:.1f} MB each at T = {args.steps}, so a batch would not fit in memory; "
+            f"choose at most {MAX_STEPS} (36, the default, is one step per 10 days over a year)"
+        )
     return SeriesSpec(
         dates=DateRange.parse(args.start, args.end),
         timegrid=TimeGridSpec(steps=args.steps, min_valid=args.min_valid),

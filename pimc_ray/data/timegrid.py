@@ -22,11 +22,17 @@ import numpy as np
 from pimc_ray.kernels.xp import array_namespace
 
 __all__ = [
+    "MAX_STEPS",
     "grid_dates",
     "regularize",
     "RegularSeries",
     "TimeGridSpec",
 ]
+
+
+#: The most steps of a regular time grid: a pixel's plots are 3 x T x T float32, 0.2 MB at 128, 200 MB for a
+#: batch of 1,024 pixels (``--steps`` and run specs refuse more).
+MAX_STEPS = 128
 
 
 @dataclass(frozen=True)

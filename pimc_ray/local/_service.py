@@ -40,6 +40,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port_free(port: int, *, what: str = "--port") -> None:
+    """Refuse a port that something already listens on (a server started there would fail, while the one that
+    holds the port answers in its place).
+
+    Raises:
+        PimcError: one line naming the port and the fix.
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # a closed server's TIME_WAIT is no listener
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            raise PimcError(
+                f"{what} {port}: 127.0.0.1:{port} is already in use ({err.strerror}); stop what listens there or "
+                "choose another port"
+            ) from err
+
+
 def wait_until_up(
     url: str,
     *,

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from pimc_ray.errors import PimcError
-from pimc_ray.local._service import LocalService, free_port, wait_until_up
+from pimc_ray.local._service import LocalService, check_port_free, free_port, wait_until_up
 
 __all__ = [
     "DUCKDB_EXTENSIONS",
@@ -113,7 +113,12 @@ class LocalStacServer(LocalService):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LocalStacServer:
-        """Start the server and wait until it answers (about half a second)."""
+        """Start the server and wait until it answers (about half a second).
+
+        Raises:
+            PimcError: the port is in use, or the server did not come up.
+        """
+        check_port_free(self.port)
         self.workdir.mkdir(parents=True, exist_ok=True)
         home = prepare_duckdb_home(self.workdir / "duckhome")
         parquet = items_to_geoparquet(self.items_ndjson, self.workdir / "items.parquet")

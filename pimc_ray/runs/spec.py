@@ -65,6 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pimc_ray.data.aoi import AOI, load_aoi
 from pimc_ray.data.catalogs import CONVENTIONS
 from pimc_ray.data.stac import DateRange
+from pimc_ray.data.timegrid import MAX_STEPS
 from pimc_ray.errors import InvalidAOIError, InvalidConfigError, StorageError
 from pimc_ray.runs.regions import area_km2, region_geometry
 from pimc_ray.storage import UriLike, join_uri, normalize_location, normalize_uri, read_bytes
@@ -480,8 +481,8 @@ class Products(_Spec):
 class Series(_Spec):
     """The regular time grid of each pixel, and the unit of work."""
 
-    steps: int = Field(default=36, ge=1)
-    """Regular time-grid steps T (plots are T x T)."""
+    steps: int = Field(default=36, ge=1, le=MAX_STEPS)
+    """Regular time-grid steps T (plots are T x T; at most :data:`~pimc_ray.data.timegrid.MAX_STEPS`)."""
     min_valid: int = Field(default=4, ge=1)
     """Pixels with fewer cloud-free observations are nodata."""
     on_unreadable: Literal["error", "nodata"] = "error"

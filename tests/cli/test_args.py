@@ -55,3 +55,24 @@ def test_a_western_hemisphere_bbox_is_a_value_not_an_option(flag):
     assert pretrain.aoi == ["-1,2,3,4", "5,6,7,8"]
     with pytest.raises(SystemExit):  # an option where its value should be is still an error
         embed_parser().parse_args([*base, "--aoi", "--steps", "3"])
+
+
+def test_steps_have_an_upper_bound_named_with_its_memory():
+    from pimc_ray.cli.args import series_spec
+    from pimc_ray.errors import InvalidConfigError
+
+    base = [
+        "--aoi",
+        "1,2,3,4",
+        "--start",
+        "2022-01-01",
+        "--end",
+        "2022-12-31",
+        "--stac-url",
+        "http://x",
+        "--out",
+        "o",
+    ]
+    assert series_spec(embed_parser().parse_args([*base, "--steps", "128"])).timegrid.steps == 128
+    with pytest.raises(InvalidConfigError, match=r"--steps 2000 is above 128: .* 48\.0 MB each"):
+        series_spec(embed_parser().parse_args([*base, "--steps", "2000"]))

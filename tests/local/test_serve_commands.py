@@ -64,3 +64,20 @@ def test_an_env_file_in_a_missing_folder_is_refused_before_the_server_starts(tmp
     )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "does not exist" in lines[0], proc.stderr
+
+
+def test_stac_serve_on_a_port_in_use_is_refused(sample_archive):
+    """It used to report success while the server already on that port answered."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        proc = subprocess.run(
+            [str(BIN / "pimc"), "stac", "serve", "--archive", str(sample_archive.root), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"--port {port}: 127.0.0.1:{port} is already in use" in lines[0]
