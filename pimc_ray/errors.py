@@ -137,4 +137,8 @@ class PimcWarning(UserWarning):
 
 
 class AssetReadWarning(PimcWarning):
-    """An asset could not be read and its pixels were set to nodata."""
+    """Assets could not be read and their pixels were set to nodata; ``count`` says how many reads."""
+
+    def __init__(self, message: str, count: int = 1) -> None:
+        super().__init__(message)
+        self.count = count

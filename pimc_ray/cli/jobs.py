@@ -129,6 +129,12 @@ def embed_parser(description: str = "Map an AOI to PIMC embedding COGs on a tile
         "refused)",
     )
     a(
+        "--accept-degraded",
+        action="store_true",
+        help="keep tiles published with reads that became nodata (--on-unreadable nodata) as done; without it, a "
+        "rerun maps them again",
+    )
+    a(
         "--dry-run",
         action="store_true",
         help="print tiles, pixels, bytes to read and the estimated time; write nothing",
@@ -154,6 +160,7 @@ def map_request(
         tile_size=args.tile_size,
         write_embedding=write_embedding,
         update=args.update,
+        accept_degraded=args.accept_degraded,
         run_name=run_name,
     )
 

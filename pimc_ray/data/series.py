@@ -8,6 +8,8 @@ This is the data path every per-pixel product shares (embeddings, index exports,
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,6 +23,9 @@ from pimc_ray.data.stac import DateRange
 from pimc_ray.data.stack import StackSpec, read_window, stack_reflectance
 from pimc_ray.data.tiles import OutputGrid, Window
 from pimc_ray.data.timegrid import TimeGridSpec, grid_dates, regularize
+from pimc_ray.errors import AssetReadWarning
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "INDEX_BANDS",
@@ -96,6 +101,9 @@ class WindowSeries:
     """(P,) datetime64[D] first cloud-free observation, NaT when none."""
     last_valid: np.ndarray
     """(P,) datetime64[D] last cloud-free observation, NaT when none."""
+    substituted: int = 0
+    """Asset reads that failed (after retries) and became nodata (``on_unreadable="nodata"``): the window is
+    degraded when it is not 0."""
 
     @classmethod
     def nodata(cls, steps: int, bands: int, pixels: int) -> WindowSeries:
@@ -108,10 +116,20 @@ class WindowSeries:
 def read_series(
     items: Sequence[Mapping[str, Any]], spec: SeriesSpec, grid: OutputGrid, window: Window
 ) -> WindowSeries:
-    """Read, mask and regularise one window of ``grid``."""
-    stack = read_window(
-        stack_reflectance(items, bounds=window.bounds, epsg=grid.epsg, spec=spec.stack_spec())
-    )
+    """Read, mask and regularise one window of ``grid``; reads that became nodata are counted in
+    :attr:`WindowSeries.substituted` (and logged)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AssetReadWarning)
+        stack = read_window(
+            stack_reflectance(items, bounds=window.bounds, epsg=grid.epsg, spec=spec.stack_spec())
+        )
+    substituted = 0
+    for w in caught:
+        if isinstance(w.message, AssetReadWarning):
+            substituted += w.message.count
+            logger.warning("window %s: %s", window.bounds, w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if stack.shape[-2:] != (window.height, window.width):
         raise RuntimeError(f"stack shape {stack.shape} does not match window {window}")
     values = stack.values.reshape(stack.shape[0], stack.shape[1], window.pixels)  # (obs, band, P)
@@ -119,7 +137,7 @@ def read_series(
     regular = regularize(values, times, spec.grid_dates(), min_valid=spec.timegrid.min_valid)
     days = np.append(times.astype("datetime64[D]"), np.datetime64("NaT", "D"))  # index -1 -> NaT
     return WindowSeries(
-        regular.values, regular.valid_count, days[regular.first_valid], days[regular.last_valid]
+        regular.values, regular.valid_count, days[regular.first_valid], days[regular.last_valid], substituted
     )
 
 

@@ -327,7 +327,9 @@ def read_window(stack: xr.DataArray) -> xr.DataArray:
     failed = [str(w.message) for w in caught if str(w.message).startswith("Error ")]
     if failed:
         warnings.warn(
-            AssetReadWarning(f"{len(failed)} asset read(s) failed and became nodata; first: {failed[0]}"),
+            AssetReadWarning(
+                f"{len(failed)} asset read(s) failed and became nodata; first: {failed[0]}", count=len(failed)
+            ),
             stacklevel=2,
         )
     for w in caught:

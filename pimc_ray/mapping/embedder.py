@@ -76,6 +76,8 @@ class WindowResult:
     """(D, h, w) float32, NaN nodata."""
     valid_count: np.ndarray
     """(h, w) uint16 valid observations per pixel."""
+    substituted: int = 0
+    """Asset reads of the window that failed and became nodata (:attr:`WindowSeries.substituted`)."""
 
 
 def read_plan(encoder: Any) -> tuple[tuple[str, ...], int]:
@@ -321,7 +323,7 @@ class WindowEmbedder:
             emb = np.concatenate(embeddings, axis=1)
             emb[~np.isfinite(emb).all(axis=1)] = np.nan
         valid_count = crop_halo(series.valid_count, h, w, self.halo).reshape(h, w)
-        return WindowResult(window, emb.T.reshape(self.embed_dim, h, w), valid_count)
+        return WindowResult(window, emb.T.reshape(self.embed_dim, h, w), valid_count, series.substituted)
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,7 @@ class TileWriter:
         self.rasters = RasterSet(tile, self.folder, publisher.products, tags)
         self.failures: list[str] = []
         self.pixels = 0
+        self.substituted = 0
         self.meter = Meter(0)
 
     def add(self, window: Window, result: WindowResult | WindowFailure) -> None:
@@ -237,6 +238,7 @@ class TileWriter:
             self.failures.append(result.error)
         elif not self.failures:  # a failed tile is dropped: no need to write the rest
             self.pixels += self._write(result)
+            self.substituted += result.substituted
 
     def _write(self, result: WindowResult) -> int:
         """Write one window into the tile's products; returns its count of valid pixels."""
@@ -289,6 +291,7 @@ class TileWriter:
         inputs = p.inputs[tile.tile_id].to_dict()
         folder = tile_folder(tile.tile_id, version)
         keys = self.rasters.publish(p.store, {name: f"{folder}/{name}.tif" for name in p.products})
+        degraded = {"substituted_reads": self.substituted} if self.substituted else {}
         entry = status_entry(
             "done",
             version=version,
@@ -297,8 +300,11 @@ class TileWriter:
             pixels=self.pixels,
             seconds=round(self.meter.elapsed, 2),
             worker=worker_identity(),
+            **degraded,
         )
         properties = {**p.properties, "pimc:version": version, "pimc:inputs": inputs, "updated": entry["at"]}
+        if self.substituted:  # reads that failed and became nodata: the tile is degraded
+            properties["pimc:substituted_reads"] = self.substituted
         item = tile_item(
             tile, keys, p.products, collection=p.collection, dates=p.dates, properties=properties
         )
@@ -427,7 +433,9 @@ class MapRun:
         inputs = tile_inputs(
             tiles, self.items, model=self.weights, params=digest(params), halo=read_plan(self.model)[1]
         )
-        todo = to_map(tiles, manifest.tiles, inputs, update=request.update)
+        todo = to_map(
+            tiles, manifest.tiles, inputs, update=request.update, accept_degraded=request.accept_degraded
+        )
         versions = {
             t.tile_id: int(manifest.tiles[t.tile_id].get("version", 0))
             for t in todo
@@ -484,6 +492,14 @@ class MapRun:
             f"versions), {len(tiles) - len(todo)} skipped, {len(failed)} failed of {len(tiles)}  "
             f"({meter.elapsed:.0f}s)"
         )
+        done = {t: e for t, e in manifest.tiles.items() if e.get("status") == "done"}
+        degraded = sorted(t for t, e in done.items() if e.get("substituted_reads"))
+        if degraded:
+            progress(
+                f"degraded: {len(degraded)} tiles kept reads that failed as nodata ({', '.join(degraded[:5])}"
+                f"{', ...' if len(degraded) > 5 else ''}; pimc:substituted_reads in their items): a rerun maps them "
+                f"again{'' if request.accept_degraded else ', or --accept-degraded keeps them'}"
+            )
         if failed:
             lines = "\n".join(f"  {tile_id}: {error}" for tile_id, error in failed.items())
             raise TilesFailedError(

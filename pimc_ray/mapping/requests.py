@@ -106,6 +106,9 @@ class MapRequest(AreaRequest):
     """Rerun in place: remap only the tiles whose inputs changed (their items, the model, the parameters) as
     new versions of them (``pimc run execute``, ``--update``). Without it an output holds one run, and a run
     with other items, model or parameters is refused."""
+    accept_degraded: bool = False
+    """Keep published tiles some of whose reads became nodata (``--on-unreadable nodata``) as they are; without it,
+    a rerun maps them again."""
     run_name: str | None = None
     """The run spec's name, kept in the manifest: another spec's run is refused in its output."""
 

@@ -89,13 +89,17 @@ def to_map(
     inputs: Mapping[str, TileInputs],
     *,
     update: bool,
+    accept_degraded: bool = False,
 ) -> list[Tile]:
-    """The tiles a run maps: every tile not published yet, and with ``update`` also every published tile whose
+    """The tiles a run maps: every tile not published yet, every degraded one (published with reads that became
+    nodata, ``substituted_reads``) unless ``accept_degraded``, and with ``update`` also every published tile whose
     key differs from its inputs' now (``status``: tile id -> its status object)."""
     out = []
     for tile in tiles:
         entry = status.get(tile.tile_id)
         if entry is None or entry.get("status") != "done":
+            out.append(tile)
+        elif entry.get("substituted_reads") and not accept_degraded:
             out.append(tile)
         elif update and entry.get("inputs", {}).get("key") != inputs[tile.tile_id].key:
             out.append(tile)

@@ -691,8 +691,8 @@ class RunSpec(_Spec):
         ``parser`` (:func:`pimc_ray.cli.jobs.embed_parser`; runs/ sits below cli/ and does not import it).
 
         ``embedding`` is False for ``classify_aoi.py``; ``indices``, ``name`` and ``budget`` have no option in
-        the job. ``--dry-run`` and ``--update`` say how to run, not what (``pimc run execute`` always updates in
-        place), and are ignored.
+        the job. ``--dry-run``, ``--update`` and ``--accept-degraded`` say how to run, not
+        what (``pimc run execute`` always updates in place), and are ignored.
 
         Raises:
             InvalidConfigError: one line naming the option (and its spec key) and the fix.

@@ -387,6 +387,41 @@ def test_failed_tiles_are_listed_exit_3_and_the_others_written(stac_api, sample_
         assert (out / "tiles" / tile / "v1" / "embedding.tif").exists() == (entry["status"] == "done")
 
 
+def test_reads_that_became_nodata_mark_the_tile_degraded_and_a_rerun_maps_it_again(
+    stac_api, sample_archive, tmp_path
+):
+    items = [json.loads(line) for line in sample_archive.items_path.read_text().splitlines()]
+    items = [i for i in items if i.get("collection") == "sentinel-2-l2a"]
+    broken = [i for i in items if "_32TQR_" in i["id"]][5]
+    broken["assets"]["red"]["href"] = (tmp_path / "missing" / "B04.tif").as_uri()
+    snapshot = tmp_path / "snapshot.ndjson"
+    snapshot.write_text("".join(json.dumps(i) + "\n" for i in items))
+    out = tmp_path / "out"
+    args = job_args(
+        stac_api.url, out, **{"--workers": "0", "--snapshot": str(snapshot), "--on-unreadable": "nodata"}
+    )
+
+    def status():
+        return {p.stem: json.loads(p.read_text()) for p in (out / "status").glob("*.json")}
+
+    first = run_job(args)
+    assert first.returncode == 0, first.stderr
+    assert "degraded:" in first.stdout and "--accept-degraded keeps them" in first.stdout
+    degraded = {t for t, e in status().items() if e.get("substituted_reads")}
+    assert degraded and degraded != set(status())  # tiles over 32TQR only
+    for tile in degraded:
+        item = json.loads((out / "tiles" / tile / "item.json").read_text())
+        assert item["properties"]["pimc:substituted_reads"] == status()[tile]["substituted_reads"] > 0
+    kept = run_job([*args, "--accept-degraded"])  # accepted: nothing to map
+    assert kept.returncode == 0 and f"{len(status())} already done, 0 changed, 0 to map" in kept.stdout, (
+        kept.stdout
+    )
+    again = run_job(args)  # not accepted: the degraded tiles are mapped again, as new versions
+    assert again.returncode == 0, again.stderr
+    assert f"{len(degraded)} changed" in again.stdout
+    assert {t for t, e in status().items() if e["version"] == 2} == degraded
+
+
 def test_dry_run_plans_and_writes_nothing(stac_api, tmp_path):
     out = tmp_path / "plan"
     proc = run_job(job_args(stac_api.url, out, **{"--workers": "0", "--dry-run": None}))
