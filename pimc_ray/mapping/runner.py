@@ -264,7 +264,8 @@ def start_workers(
     import ray
 
     if not ray.is_initialized():
-        init_ray(log_to_driver=False)
+        # the workers' warnings (reads retried, reads that became nodata) reach the job's log
+        init_ray(log_to_driver=True)
     cpus = parallel.cpus_per_worker + parallel.read_cpus
     if not parallel.wait_for_resources:
         check_resources(
