@@ -20,6 +20,7 @@ import glob
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 _SERVICES = ("master", "volume", "filer", "s3", "admin")
 
 #: Variables ``weed mini`` would turn into an extra identity (or bucket) of its own; kept from its environment.
+#: What S3 accepts as a bucket name (AWS's rules, without the rarer exclusions).
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _WEED_ENV_DROP = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "S3_BUCKET")
 
 
@@ -64,6 +67,12 @@ class LocalS3Server(LocalService):
     ) -> None:
         if not access_key or (secret_key is not None and not secret_key):
             raise ValueError("access_key and secret_key must not be empty")
+        bad = [b for b in buckets if not _BUCKET_NAME.fullmatch(b)]
+        if bad:  # SeaweedFS would start and never serve them
+            raise PimcError(
+                f"bucket name {bad[0]!r} is not valid: S3 bucket names are 3 to 63 lowercase letters, digits, dots "
+                "and hyphens, beginning and ending with a letter or digit"
+            )
         self.buckets = buckets
         self.access_key = access_key
         self._secret_key = secret_key or secrets.token_urlsafe(30)

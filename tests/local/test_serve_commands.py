@@ -81,3 +81,16 @@ def test_stac_serve_on_a_port_in_use_is_refused(sample_archive):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert f"--port {port}: 127.0.0.1:{port} is already in use" in lines[0]
+
+
+def test_an_invalid_bucket_name_is_refused_before_the_server_starts():
+    """SeaweedFS started with such a bucket and never served it: a 60 s wait, then an error about the wait."""
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [str(BIN / "pimc"), "s3", "serve", "--bucket", "b"], capture_output=True, text=True, timeout=60
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "bucket name 'b' is not valid" in lines[0], (
+        proc.stderr
+    )
+    assert time.monotonic() - t0 < 30
