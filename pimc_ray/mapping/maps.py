@@ -460,7 +460,8 @@ class MapRun:
             store.put_bytes(dumps_ndjson(self.items), "items.ndjson")
         if monitor is not None:
             monitor.start(tiles, manifest.tiles, todo)
-        publisher = TilePublisher.for_run(request, manifest, products, head, inputs, versions)
+        todo_inputs = {t.tile_id: inputs[t.tile_id] for t in todo}  # what the workers need: not every tile's
+        publisher = TilePublisher.for_run(request, manifest, products, head, todo_inputs, versions)
         written, pixels, failed = _map_tiles(
             request, self.items, todo, publisher, manifest, progress, monitor
         )

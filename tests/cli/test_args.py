@@ -34,21 +34,15 @@ def test_unusable_uris_are_refused_with_the_reason(value, message, capsys):
     assert exited.value.code == 2 and re.search(message, capsys.readouterr().err)
 
 
+#: The required options of a mapping job, valid.
+JOB_ARGS = ["--aoi", "1,2,3,4", "--start", "2022-01-01", "--end", "2022-12-31", "--stac-url", "http://x",
+            "--out", "o"]  # fmt: skip
+
+
 @pytest.mark.parametrize("flag", ["--aoi", "--head-train-aoi"])
 def test_a_western_hemisphere_bbox_is_a_value_not_an_option(flag):
     """argparse alone reads ``--aoi -122.5,...`` as an option without its value ("expected one argument")."""
-    base = [
-        "--aoi",
-        "1,2,3,4",
-        "--start",
-        "2022-01-01",
-        "--end",
-        "2022-12-31",
-        "--stac-url",
-        "http://x",
-        "--out",
-        "o",
-    ]
+    base = JOB_ARGS
     args = embed_parser().parse_args([*base, flag, "-122.5,37.7,-122.3,37.9", "--steps", "-3"])
     assert getattr(args, flag[2:].replace("-", "_")) == "-122.5,37.7,-122.3,37.9" and args.steps == -3
     pretrain = pretrain_parser().parse_args(["--aoi", "-1,2,3,4", "--aoi", "5,6,7,8", *base[2:]])
@@ -61,18 +55,7 @@ def test_steps_have_an_upper_bound_named_with_its_memory():
     from pimc_ray.cli.args import series_spec
     from pimc_ray.errors import InvalidConfigError
 
-    base = [
-        "--aoi",
-        "1,2,3,4",
-        "--start",
-        "2022-01-01",
-        "--end",
-        "2022-12-31",
-        "--stac-url",
-        "http://x",
-        "--out",
-        "o",
-    ]
+    base = JOB_ARGS
     assert series_spec(embed_parser().parse_args([*base, "--steps", "128"])).timegrid.steps == 128
     with pytest.raises(InvalidConfigError, match=r"--steps 2000 is above 128: .* 48\.0 MB each"):
         series_spec(embed_parser().parse_args([*base, "--steps", "2000"]))
