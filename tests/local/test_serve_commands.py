@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import boto3
 
 BIN = Path(sys.executable).parent
 
@@ -94,3 +97,32 @@ def test_an_invalid_bucket_name_is_refused_before_the_server_starts():
         proc.stderr
     )
     assert time.monotonic() - t0 < 30
+
+
+def test_a_port_taken_between_picking_and_binding_is_retried_on_fresh_ports():
+    """Ports are picked free, but another process (a test beside this one) can take one before SeaweedFS binds it.
+    SeaweedFS then logs "Port allocation failed" and exits, while the probe hung on the other process's socket
+    for the whole 60 s wait, and the error pointed at a log it had just deleted."""
+    from pimc_ray.local.s3_server import LocalS3Server
+
+    server = LocalS3Server(("pimc-test",))
+    taken = server.ports["s3"]
+    with socket.socket() as squatter:  # listens and never answers
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        t0 = time.monotonic()
+        with server:
+            assert server.ports["s3"] != taken
+            s3 = boto3.client("s3", endpoint_url=server.endpoint, **_credentials(server))
+            s3.put_object(Bucket="pimc-test", Key="k", Body=b"x")
+            assert s3.get_object(Bucket="pimc-test", Key="k")["Body"].read() == b"x"
+        assert time.monotonic() - t0 < 45
+
+
+def _credentials(server) -> dict[str, str]:
+    env = server.env()
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": "us-east-1",
+    }
