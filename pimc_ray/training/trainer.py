@@ -157,7 +157,9 @@ def _trainer(
 ) -> Any:
     """The Ray Train ``TorchTrainer`` of a run: the worker loop, its config, scale, storage and pair stream."""
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
+
+    from pimc_ray.training.rendezvous import BoundTorchConfig
 
     storage_path, filesystem = storage_filesystem(run.storage_path, endpoint=run.s3_endpoint)
     return TorchTrainer(
@@ -170,7 +172,7 @@ def _trainer(
             "threads": max(1, int(run.cpus_per_worker or 1)),
             "run_meta": {"run": run.name, "pairs": stream.spec.to_dict()},
         },
-        torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
+        torch_config=BoundTorchConfig(backend="nccl" if run.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=run.workers,
             use_gpu=run.use_gpu,

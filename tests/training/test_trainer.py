@@ -27,6 +27,7 @@ from pimc_ray.training.export import export_encoder
 from pimc_ray.training.loop import shift_series
 from pimc_ray.training.pairs import PairSpec, PairStream, training_tasks
 from pimc_ray.training.trainer import pretrain, visits_needed
+from tests.listeners import is_loopback, watch_listeners
 from tests.specs import TEST_SPEC
 
 SERIES = SeriesSpec(dates=DateRange(dt.date(2022, 1, 1), dt.date(2022, 12, 31)))
@@ -147,7 +148,10 @@ def test_a_stopped_run_resumes_from_its_checkpoint_step(local_ray, sample_archiv
     first = TrainConfig(
         model=TINY, steps=4, batch_size=16, checkpoint_every=2, warmup_steps=1, shuffle_buffer=64
     )
-    result = pretrain(stream, first, run, export_to=tmp_path / "encoder-4")
+    with watch_listeners("RayTrainWorker") as listening:
+        result = pretrain(stream, first, run, export_to=tmp_path / "encoder-4")
+    # DDP's rendezvous store listened on every interface (*:PORT) while the rest of a local run keeps to loopback
+    assert listening and all(is_loopback(a) for a in listening), listening
     assert result.step == 4 and result.metrics["step"] == 4 and np.isfinite(result.metrics["loss"])
     assert [s for s, _ in checkpoints(run)] == [4, 2]
     assert adam_steps(result.checkpoint) == {4}
