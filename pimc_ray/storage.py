@@ -44,6 +44,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from pimc_ray.errors import StorageError
+from pimc_ray.scratch import temporary_folder
 
 if TYPE_CHECKING:
     import obstore.store
@@ -255,7 +256,7 @@ def local_copy(uri: UriLike) -> Iterator[Path]:
             raise StorageError(f"{os.fspath(uri)} does not exist; check the path")
         yield path
         return
-    with tempfile.TemporaryDirectory(prefix="pimc-copy-") as tmp:
+    with temporary_folder("pimc-copy-") as tmp:
         path = Path(tmp, split_uri(uri)[1])
         path.write_bytes(read_bytes(uri))
         yield path
@@ -297,7 +298,7 @@ def staged_folder(location: UriLike, *, last: Sequence[str] = (), replace: bool 
             shutil.rmtree(tmp, ignore_errors=True)
         return
     store = _open(target, check=False)
-    with tempfile.TemporaryDirectory(prefix="pimc-stage-") as staging:
+    with temporary_folder("pimc-stage-") as staging:
         yield Path(staging)
         keys = sorted(p.relative_to(staging).as_posix() for p in Path(staging).rglob("*") if p.is_file())
         for key in sorted(keys, key=lambda k: k in last):  # a stable sort: the last ones at the end

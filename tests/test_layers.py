@@ -11,9 +11,10 @@ import pimc_ray
 
 PACKAGE = Path(pimc_ray.__file__).parent
 
-#: The modules at the package's root: errors and exit codes, progress lines, the Ray Data stage pattern, and
-#: storage over URIs (models read checkpoints and data reads labels and snapshots through it, as io/ writes outputs).
-BASE = {"errors", "progress", "parallel", "storage", "_exports", "__init__"}
+#: The modules at the package's root: errors and exit codes, progress lines, the Ray Data stage pattern, each
+#: process's scratch folder, and storage over URIs (models read checkpoints and data reads labels and snapshots
+#: through it, as io/ writes outputs).
+BASE = {"errors", "progress", "parallel", "scratch", "storage", "_exports", "__init__"}
 
 #: What each subpackage may import besides itself and the base modules (kernels and models know arrays and
 #: tensors, not catalogs; data knows no model; io knows rasters, not models; runs, the top library layer, knows

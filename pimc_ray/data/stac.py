@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pimc_ray.errors import (
     NoItemsFoundError,
     UnknownCatalogError,
 )
+from pimc_ray.scratch import temporary_folder
 from pimc_ray.storage import (
     UriLike,
     exists,
@@ -351,7 +351,7 @@ def save_snapshot(items: Iterable[Mapping[str, Any]], uri: UriLike) -> str:
     if not _is_geoparquet(uri):
         return write_bytes(dumps_ndjson(items), uri)
     rustac = _rustac()
-    with tempfile.TemporaryDirectory(prefix="pimc-snapshot-") as tmp:
+    with temporary_folder("pimc-snapshot-") as tmp:
         local = Path(tmp, "items.parquet")
         rustac.write_sync(str(local), [dict(i) for i in items])
         return write_file(local, uri)

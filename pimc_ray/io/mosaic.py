@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import sqlite3
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from rasterio.errors import RasterioError
 from pimc_ray.data.tiles import Tile
 from pimc_ray.errors import InternalError
 from pimc_ray.io.rasters import RasterProduct
+from pimc_ray.scratch import temporary_folder
 from pimc_ray.storage import Store
 
 __all__ = ["MosaicKind", "MosaicSource", "build_gti", "build_vrt", "write_mosaics"]
@@ -434,7 +434,7 @@ def write_mosaics(
         return folders[tile.tile_id] if folders is not None else f"tiles/{tile.tile_id}"
 
     keys = []
-    with tempfile.TemporaryDirectory(prefix="pimc-mosaic-") as tmp:
+    with temporary_folder("pimc-mosaic-") as tmp:
         for epsg in sorted({t.epsg for t in tiles}):
             zone_tiles = [t for t in tiles if t.epsg == epsg]
             with_vrt = kind in ("vrt", "both") or (kind == "auto" and len(zone_tiles) <= vrt_max_tiles)

@@ -21,7 +21,6 @@ valid pixel at all writes nothing. A rerun with the same key skips finished zone
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from pimc_ray.kernels.indices import INDEX_NAMES, vegetation_indices
 from pimc_ray.mapping.requests import AreaRequest
 from pimc_ray.mapping.runner import WindowFailure, run_windows
 from pimc_ray.progress import Meter, Progress
+from pimc_ray.scratch import temporary_folder
 from pimc_ray.storage import open_store
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def export_indices(request: AreaRequest, *, progress: Progress = logger.info) ->
             return IndicesSummary(request.out, keys, pixels, skipped=True)
     progress(f"{len(items)} items")
     tasks = [(g, w) for g in grids for w in g.windows(request.window_size)]
-    with tempfile.TemporaryDirectory(prefix="pimc-indices-") as tmp:
+    with temporary_folder("pimc-indices-") as tmp:
         sets = []
         for grid, zone in zip(grids, zones, strict=True):
             Path(tmp, zone).mkdir()

@@ -39,7 +39,6 @@ Failed windows fail their tile, not the run: failed tiles are listed at the end 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 import os
@@ -71,6 +70,7 @@ from pimc_ray.mapping.updates import TileInputs, superseded_files, tile_folder, 
 from pimc_ray.models.checkpoint import sha256_file
 from pimc_ray.models.heads import HEAD_WEIGHTS, Head, LinearClassifier
 from pimc_ray.progress import Meter, Progress
+from pimc_ray.scratch import scratch_dir
 from pimc_ray.storage import Store, gdal_s3_env, join_uri, normalize_location, open_store
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class TileWriter:
 
     def __init__(self, publisher: TilePublisher, tile: Tile) -> None:
         self.publisher, self.tile = publisher, tile
-        self.folder = Path(tempfile.mkdtemp(prefix=f"{tile.tile_id}-", dir=worker_scratch()))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{tile.tile_id}-", dir=scratch_dir()))
         tags = {**publisher.tags, "pimc_tile": tile.tile_id}
         self.rasters = RasterSet(tile, self.folder, publisher.products, tags)
         self.failures: list[str] = []
@@ -310,34 +310,6 @@ class TileWriter:
         )
         p.store.put_json(item, f"tiles/{tile.tile_id}/item.json")
         return entry
-
-
-#: Where workers write tiles before publishing them: ``$TMPDIR/pimc-tiles/<pid>/<tile>-*``.
-SCRATCH = "pimc-tiles"
-
-
-@functools.cache
-def worker_scratch() -> Path:
-    """This process's folder for unpublished tiles, made once; the folders of processes that no longer exist
-    (a worker killed mid-tile leaves its partial files) are removed first, so a rerun cleans up after a kill."""
-    root = Path(tempfile.gettempdir()) / SCRATCH
-    root.mkdir(exist_ok=True)
-    for folder in root.iterdir():
-        if folder.name.isdigit() and not _process_exists(int(folder.name)):
-            shutil.rmtree(folder, ignore_errors=True)
-    mine = root / str(os.getpid())
-    mine.mkdir(exist_ok=True)
-    return mine
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def worker_identity() -> dict[str, Any]:

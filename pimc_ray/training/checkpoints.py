@@ -8,11 +8,11 @@ before any worker starts.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 from pimc_ray.models.pimc import PIMCConfig
 from pimc_ray.progress import Progress
+from pimc_ray.scratch import temporary_folder
 from pimc_ray.storage import normalize_uri
 from pimc_ray.training.config import RunSpec
 
@@ -109,7 +109,7 @@ def resume_step(run: RunSpec, model: PIMCConfig, progress: Progress) -> tuple[st
             else:
                 from pyarrow import fs
 
-                with tempfile.TemporaryDirectory(prefix="pimc-resume-") as tmp:
+                with temporary_folder("pimc-resume-") as tmp:
                     fs.copy_files(path, tmp, source_filesystem=filesystem)
                     load_training_checkpoint(tmp, expect=model)
         except CheckpointMismatchError:

@@ -3,13 +3,13 @@ local folder or a URI (``s3://bucket/models/enc``: mapping workers on any node l
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any
 
 from pimc_ray.data.catalogs import BANDS
 from pimc_ray.kernels.patches import MEDIAN
 from pimc_ray.models.checkpoint import EncoderConfig, save_checkpoint
 from pimc_ray.models.train_state import load_training_checkpoint
+from pimc_ray.scratch import temporary_folder
 from pimc_ray.storage import UriLike, join_uri
 from pimc_ray.training.config import RunSpec
 
@@ -51,7 +51,7 @@ def export_encoder(
     ``joint``) and a ``trained`` record. Loading ``out`` reads and hashes its own two files only, so the
     sub-folders do not disturb it; they are written after it, because writing a checkpoint replaces its folder.
     """
-    with tempfile.TemporaryDirectory(prefix="pimc-export-") as tmp:
+    with temporary_folder("pimc-export-") as tmp:
         local = checkpoint
         if filesystem is not None:
             from pyarrow import fs

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from pimc_ray.errors import AllCloudError
 from pimc_ray.models.pimc import PIMCConfig
+from pimc_ray.scratch import temporary_folder
 from pimc_ray.training.checkpoints import CHECKPOINT_PREFIX, storage_filesystem
 from pimc_ray.training.config import TrainConfig
 
@@ -240,7 +240,7 @@ def _report_checkpoint(
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
-    with tempfile.TemporaryDirectory(prefix="pimc-ckpt-") as tmp:
+    with temporary_folder("pimc-ckpt-") as tmp:
         folder = save_training_checkpoint(
             Path(tmp) / "ckpt", model, optimizer, step=step, extra={**run_meta, "loss": metrics["loss"]}
         )

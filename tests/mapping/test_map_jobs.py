@@ -25,7 +25,7 @@ from pimc_ray.data.aoi import load_aoi
 from pimc_ray.data.catalogs import BANDS
 from pimc_ray.local import demo_aoi, demo_train_aoi, free_port
 from pimc_ray.local.archive import CLASSES
-from pimc_ray.mapping.maps import SCRATCH
+from pimc_ray.scratch import SCRATCH
 from pimc_ray.storage import gdal_s3_env
 from tests.specs import TEST_SPEC
 from tests.stac_validation import validate
