@@ -4,10 +4,15 @@ A :class:`RasterProduct` says what one output raster holds (dtype, nodata, one d
 optional colour map). A :class:`RasterSet` opens one :class:`~pimc_ray.io.cog.COGWriter` per product on a grid,
 takes blocks as windows finish, and publishes every product through a :class:`~pimc_ray.storage.Store` (or
 drops them all): the mapping jobs write one set per tile, the indices job one per UTM zone.
+
+While the blocks are in memory the set keeps each band's statistics (count, mean and sum of squared deviations
+merged block by block, as Chan et al. 1979), and when it publishes a COG it hashes the file in the same read
+that measures it: a :class:`RasterFile` per product, what a STAC item's file and raster extensions carry.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +24,7 @@ from affine import Affine
 from pimc_ray.io.cog import COGWriter
 from pimc_ray.storage import Store
 
-__all__ = ["Grid", "RasterProduct", "RasterSet"]
+__all__ = ["BandStatistics", "Grid", "RasterFile", "RasterProduct", "RasterSet", "file_multihash"]
 
 
 class Grid(Protocol):
@@ -50,6 +55,95 @@ class RasterProduct:
     """Colour map of band 1 (class maps)."""
 
 
+@dataclass(frozen=True)
+class BandStatistics:
+    """One band's statistics over its valid (not nodata) pixels, as the STAC raster extension has them."""
+
+    valid_percent: float
+    """Valid pixels, in percent of the raster's."""
+    minimum: float | None = None
+    """None (as the other moments) when no pixel is valid."""
+    maximum: float | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    """Population standard deviation (as GDAL's)."""
+
+
+@dataclass(frozen=True)
+class RasterFile:
+    """A published COG: where it is, its size and checksum, and its bands' statistics."""
+
+    key: str
+    size: int
+    """Bytes."""
+    checksum: str
+    """Multihash of its SHA2-256: ``1220`` and the hex digest (see :func:`file_multihash`)."""
+    statistics: tuple[BandStatistics, ...]
+    """One per band."""
+
+
+def file_multihash(path: Path) -> tuple[int, str]:
+    """``(size in bytes, multihash)`` of a file, in one read: the multihash of its SHA2-256 is ``12`` (the code of
+    sha2-256), ``20`` (32 bytes) and the hex digest, as the STAC file extension's ``file:checksum``."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return size, "1220" + digest.hexdigest()
+
+
+class _Moments:
+    """Per-band count, minimum, maximum, mean and sum of squared deviations of the valid pixels written so far,
+    merged block by block (Chan, Golub and LeVeque's pairwise update: stable, one pass, float64)."""
+
+    def __init__(self, bands: int, nodata: float) -> None:
+        self.nodata = nodata
+        self.count = np.zeros(bands, np.int64)
+        self.mean = np.zeros(bands)
+        self.m2 = np.zeros(bands)
+        self.minimum = np.full(bands, np.inf)
+        self.maximum = np.full(bands, -np.inf)
+
+    def add(self, block: np.ndarray) -> None:
+        """Add a ``(bands, h, w)`` block, as stored (cast to the product's dtype)."""
+        flat = block.reshape(block.shape[0], -1).astype(np.float64)  # (bands, pixels)
+        valid = ~np.isnan(flat) if np.isnan(self.nodata) else flat != self.nodata
+        n = valid.sum(axis=1)
+        if not n.any():
+            return
+        has = n > 0
+        mean = np.where(valid, flat, 0.0).sum(axis=1) / np.maximum(n, 1)
+        m2 = np.where(valid, (flat - mean[:, None]) ** 2, 0.0).sum(axis=1)
+        total = self.count + n
+        delta = mean - self.mean
+        share = n / np.maximum(total, 1)  # the block's part of the merged count
+        self.m2 = np.where(has, self.m2 + m2 + delta**2 * self.count * share, self.m2)
+        self.mean = np.where(has, self.mean + delta * share, self.mean)
+        self.minimum = np.minimum(self.minimum, np.where(valid, flat, np.inf).min(axis=1))
+        self.maximum = np.maximum(self.maximum, np.where(valid, flat, -np.inf).max(axis=1))
+        self.count = total
+
+    def statistics(self, pixels: int) -> tuple[BandStatistics, ...]:
+        """Each band's statistics on a raster of ``pixels`` pixels (unwritten blocks are nodata)."""
+        out = []
+        for i, n in enumerate(self.count.tolist()):
+            percent = 100.0 * n / pixels
+            if n == 0:
+                out.append(BandStatistics(percent))
+                continue
+            out.append(
+                BandStatistics(
+                    percent,
+                    float(self.minimum[i]),
+                    float(self.maximum[i]),
+                    float(self.mean[i]),
+                    float(np.sqrt(self.m2[i] / n)),
+                )
+            )
+        return tuple(out)
+
+
 class RasterSet:
     """The COG writers of one output unit: one per product, on one grid, under ``folder`` until published.
 
@@ -64,7 +158,11 @@ class RasterSet:
         self, grid: Grid, folder: Path, products: Mapping[str, RasterProduct], tags: Mapping[str, Any]
     ) -> None:
         height, width = grid.shape
+        self.pixels = height * width
         self.products = dict(products)
+        self.moments = {name: _Moments(len(p.bands), p.nodata) for name, p in self.products.items()}
+        self.files: dict[str, RasterFile] = {}
+        """What :meth:`publish` published, by product."""
         self.writers = {
             name: COGWriter(
                 folder / f"{name}.tif",
@@ -83,15 +181,22 @@ class RasterSet:
         }
 
     def write(self, product: str, block: np.ndarray, row: int, col: int) -> None:
-        """Write a ``(bands, h, w)`` block of ``product`` with its top-left pixel at ``(row, col)``."""
+        """Write a ``(bands, h, w)`` block of ``product`` with its top-left pixel at ``(row, col)`` (each pixel once:
+        the bands' statistics count every block written)."""
         self.writers[product].write(block, row, col)
+        self.moments[product].add(block.astype(self.products[product].dtype, copy=False))
 
     def publish(self, store: Store, keys: Mapping[str, str]) -> dict[str, str]:
-        """Convert every product to a validated COG and put it at its key; returns product -> key."""
+        """Convert every product to a validated COG and put it at its key; returns product -> key, and keeps
+        each one's :class:`RasterFile` in :attr:`files`."""
         for name, writer in self.writers.items():
             path = writer.close()
+            size, checksum = file_multihash(path)
             store.put_file(path, keys[name])
             path.unlink()
+            self.files[name] = RasterFile(
+                keys[name], size, checksum, self.moments[name].statistics(self.pixels)
+            )
         return {name: keys[name] for name in self.writers}
 
     def abort(self) -> None:

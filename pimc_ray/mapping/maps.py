@@ -26,8 +26,9 @@ Layout under the output location (a folder or ``s3://bucket/prefix``)::
     collection.json                STAC collection of the outputs
     tiles/<tile_id>/v<N>/<product>.tif  COGs of the tile's version N: embedding, classes, qa
                                    (see :func:`tile_products`); a rerun in place writes version N+1 beside them
-    tiles/<tile_id>/item.json      STAC item of the tile's current version (proj, raster, eo, processing
-                                   extensions; ``pimc:version``, ``pimc:inputs``)
+    tiles/<tile_id>/item.json      STAC item of the tile's current version (proj, raster with statistics, eo,
+                                   processing, file and classification extensions, mlm for trained weights;
+                                   ``pimc:version``, ``pimc:inputs``; see :mod:`pimc_ray.io.stac_items`)
     mosaic_<product>_<zone>.vrt    GDAL VRT per product and UTM zone over the finished tiles (at the root:
                                    GDAL's /vsis3/ does not resolve '../' in a source path)
     head/                          the classification head, when one was fit
@@ -54,6 +55,7 @@ from typing import Any, Protocol
 import numpy as np
 import shapely.geometry
 
+from pimc_ray.data.catalogs import BANDS
 from pimc_ray.data.labels import StacLabels
 from pimc_ray.data.stac import Item, dumps_ndjson, search_items
 from pimc_ray.data.tiles import OutputGrid, Tile, TileGrid, Window
@@ -61,17 +63,19 @@ from pimc_ray.errors import AllCloudError, InvalidConfigError, OutputExistsError
 from pimc_ray.io.manifest import STATUS, RunManifest, publish_status, status_entry
 from pimc_ray.io.mosaic import write_mosaics
 from pimc_ray.io.rasters import RasterProduct, RasterSet
-from pimc_ray.io.stac_items import output_collection, tile_item
+from pimc_ray.io.stac_items import ModelCard, output_collection, tile_item
+from pimc_ray.kernels.indices import INDEX_NAMES
 from pimc_ray.mapping.embedder import EmbedderFactory, WindowResult, embedding_bands, read_plan, series_reader
 from pimc_ray.mapping.heads import classify, fit_head, load_head, save_head
 from pimc_ray.mapping.requests import MapRequest, digest
 from pimc_ray.mapping.runner import GridWindows, GroupFailure, WindowFailure, run_groups
 from pimc_ray.mapping.updates import TileInputs, superseded_files, tile_folder, tile_inputs, to_map
-from pimc_ray.models.checkpoint import sha256_file
+from pimc_ray.models.checkpoint import WEIGHTS, sha256_file
+from pimc_ray.models.encoders import parts
 from pimc_ray.models.heads import HEAD_WEIGHTS, Head, LinearClassifier
 from pimc_ray.progress import Meter, Progress
 from pimc_ray.scratch import scratch_dir
-from pimc_ray.storage import Store, gdal_s3_env, join_uri, normalize_location, open_store
+from pimc_ray.storage import Store, gdal_s3_env, is_local, join_uri, normalize_location, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +178,8 @@ class TilePublisher:
     """Each tile's inputs and key (:func:`~pimc_ray.mapping.updates.tile_inputs`), kept in its status and item."""
     versions: Mapping[str, int]
     """The published version of each tile this run replaces (a rerun in place); other tiles get version 1."""
+    model: ModelCard | None = None
+    """The encoder for the items' mlm extension (None for a random initialisation: no weights to point at)."""
 
     @classmethod
     def for_run(
@@ -184,7 +190,10 @@ class TilePublisher:
         head: Head | None,
         inputs: Mapping[str, TileInputs],
         versions: Mapping[str, int],
+        *,
+        encoder: Any = None,
     ) -> TilePublisher:
+        """The run's publisher; ``encoder`` (the loaded module) describes a checkpoint's encoder in the items."""
         dates = request.spec.dates
         return cls(
             normalize_location(request.out),
@@ -204,6 +213,7 @@ class TilePublisher:
             },
             dict(inputs),
             dict(versions),
+            None if encoder is None else _model_card(request, encoder, manifest.model),
         )
 
     @cached_property
@@ -306,10 +316,54 @@ class TileWriter:
         if self.substituted:  # reads that failed and became nodata: the tile is degraded
             properties["pimc:substituted_reads"] = self.substituted
         item = tile_item(
-            tile, keys, p.products, collection=p.collection, dates=p.dates, properties=properties
+            tile,
+            keys,
+            p.products,
+            collection=p.collection,
+            dates=p.dates,
+            properties=properties,
+            files=self.rasters.files,
+            model=p.model,
         )
         p.store.put_json(item, f"tiles/{tile.tile_id}/item.json")
         return entry
+
+
+def _model_card(request: MapRequest, encoder: Any, weights: str) -> ModelCard | None:
+    """The run's encoder as the items' mlm extension describes it: name, parts, inputs (one per part: recurrence
+    plots ``(N, 3, T, T)``, index series ``(N, 3, T)`` or reflectance patches ``(N, B, k, k)``), embedding size
+    and weights (``weights``: :meth:`~pimc_ray.models.checkpoint.EncoderRef.load`'s label). None for a random
+    initialisation, which has no weights file."""
+    import torch
+
+    ref, steps, indices = request.encoder, request.spec.timegrid.steps, "/".join(INDEX_NAMES)
+    if ref.checkpoint is None or not weights.startswith("checkpoint sha256:"):
+        return None
+    inputs = []
+    for part in parts(encoder):
+        if part.inputs == "patches":
+            k = 2 * int(part.halo) + 1
+            shape, dims = [-1, int(part.in_channels), k, k], ["batch", "channel", "height", "width"]
+            text = f"{k} x {k} pixels of Sentinel-2 L2A reflectance ({' '.join(BANDS)}), {ref.composite} composite"
+        elif part.inputs == "series":
+            shape, dims = [-1, len(INDEX_NAMES), steps], ["batch", "channel", "time"]
+            text = f"the pixel's {indices} series on the regular {steps}-step time grid"
+        else:
+            shape, dims = [-1, len(INDEX_NAMES), steps, steps], ["batch", "channel", "height", "width"]
+            text = f"recurrence plots of the pixel's {indices} series on the regular {steps}-step time grid"
+        structure = {"shape": shape, "dim_order": dims, "data_type": "float32"}
+        inputs.append({"name": str(part.inputs), "description": text, "input": structure})
+    href = join_uri(ref.checkpoint, WEIGHTS)
+    return ModelCard(
+        ref.config.name,
+        ref.config.describe(),
+        Path(href).as_uri() if is_local(href) else href,
+        weights.removeprefix("checkpoint sha256:"),
+        len(embedding_bands(encoder, request.spec)),
+        tuple(inputs),
+        framework_version=torch.__version__,
+        total_parameters=sum(int(p.numel()) for p in encoder.parameters()),
+    )
 
 
 def worker_identity() -> dict[str, Any]:
@@ -433,7 +487,9 @@ class MapRun:
         if monitor is not None:
             monitor.start(tiles, manifest.tiles, todo)
         todo_inputs = {t.tile_id: inputs[t.tile_id] for t in todo}  # what the workers need: not every tile's
-        publisher = TilePublisher.for_run(request, manifest, products, head, todo_inputs, versions)
+        publisher = TilePublisher.for_run(
+            request, manifest, products, head, todo_inputs, versions, encoder=self.model
+        )
         written, pixels, failed = _map_tiles(
             request, self.items, todo, publisher, manifest, progress, monitor
         )

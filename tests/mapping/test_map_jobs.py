@@ -5,6 +5,7 @@ Checked against independent references: GDAL reading the COGs back from the buck
 validator, stac-validator, the generator's ground-truth labels, and a single-tile run of the same pixels.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -25,8 +26,9 @@ from pimc_ray.data.aoi import load_aoi
 from pimc_ray.data.catalogs import BANDS
 from pimc_ray.local import demo_aoi, demo_train_aoi, free_port
 from pimc_ray.local.archive import CLASSES
+from pimc_ray.mapping.heads import load_head
 from pimc_ray.scratch import SCRATCH
-from pimc_ray.storage import gdal_s3_env
+from pimc_ray.storage import gdal_s3_env, open_store
 from tests.specs import TEST_SPEC
 from tests.stac_validation import validate
 
@@ -72,6 +74,36 @@ def bucket_keys(prefix):
 
 def read_json(key):
     return json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def check_stac(out):
+    """A run's items and collection in a local folder, validated against the official schemas, each COG asset's
+    size and checksum checked against its bytes (hashlib) and its bands' statistics against NumPy on what GDAL
+    reads back; returns the items."""
+    items = []
+    for path in sorted((out / "tiles").glob("*/item.json")):
+        valid, messages = validate(path)
+        assert valid, messages
+        item = json.loads(path.read_text())
+        for asset in (a for a in item["assets"].values() if a["href"].startswith("./")):
+            data = (path.parent / asset["href"]).read_bytes()
+            assert (asset["file:size"], asset["file:checksum"]) == (
+                len(data),
+                f"1220{hashlib.sha256(data).hexdigest()}",
+            )
+            with rasterio.open(path.parent / asset["href"]) as src:
+                bands, nodata = src.read().astype(np.float64), src.nodata
+            for band, meta in zip(bands, asset["raster:bands"], strict=True):
+                ok = band[~np.isnan(band)] if np.isnan(nodata) else band[band != nodata]
+                stats = meta["statistics"]
+                assert stats["valid_percent"] == pytest.approx(100 * ok.size / band.size)
+                if ok.size:
+                    assert (stats["minimum"], stats["maximum"]) == (ok.min(), ok.max())
+                    assert (stats["mean"], stats["stddev"]) == pytest.approx((ok.mean(), ok.std()), rel=1e-9)
+        items.append(item)
+    valid, messages = validate(out / "collection.json")
+    assert valid, messages
+    return items
 
 
 def ground_truth_on(src, archive):
@@ -134,6 +166,7 @@ def test_tiles_in_the_bucket_are_valid_cogs_gdal_reads_back(s3_run):
 def test_stac_items_and_collection_validate(s3_run, tmp_path):
     prefix, _ = s3_run
     manifest = read_json(f"{prefix}/manifest.json")
+    head = load_head(open_store(f"s3://{BUCKET}/{prefix}"), "head")  # the head the run fit and used
     for tile in manifest["tiles"]:
         path = tmp_path / f"{tile}.json"
         item = read_json(f"{prefix}/tiles/{tile}/item.json")
@@ -142,9 +175,21 @@ def test_stac_items_and_collection_validate(s3_run, tmp_path):
         path.write_text(json.dumps(item))
         valid, messages = validate(path)
         assert valid, messages
+        for asset in (a for a in item["assets"].values() if a["href"].startswith("./")):
+            key = f"{prefix}/tiles/{tile}/{asset['href'].removeprefix('./')}"
+            data = boto3.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            assert (asset["file:size"], asset["file:checksum"]) == (
+                len(data),
+                f"1220{hashlib.sha256(data).hexdigest()}",
+            )
+        classes = item["assets"]["classes"]["raster:bands"][0]["classification:classes"]
+        assert {c["value"]: c["title"] for c in classes if not c.get("nodata")} == head.class_names
     path = tmp_path / "collection.json"
-    path.write_text(json.dumps(read_json(f"{prefix}/collection.json")))
-    assert validate(path)[0]
+    collection = read_json(f"{prefix}/collection.json")
+    path.write_text(json.dumps(collection))
+    valid, messages = validate(path)
+    assert valid, messages
+    assert set(collection["item_assets"]) == {"embedding", "classes", "qa"}
 
 
 @pytest.mark.slow
@@ -275,6 +320,14 @@ def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(encoder, sample_arch
     }
     name, first_bands = expected[encoder["name"]]
     assert item["properties"]["pimc:encoder"] == name
+    # the items and collection validate, and the mlm extension names the checkpoint's weights by their hash
+    assert check_stac(tmp_path / "single") == [item]
+    weights = Path(ckpt, "model.safetensors").read_bytes()
+    assert item["assets"]["model"]["file:checksum"] == f"1220{hashlib.sha256(weights).hexdigest()}"
+    assert item["properties"]["mlm:name"] == encoder["name"]
+    assert item["properties"]["mlm:architecture"] == name
+    assert item["properties"]["mlm:output"][0]["result"]["shape"] == [-1, config.build().embed_dim]
+    assert len(item["properties"]["mlm:input"]) == name.count(",") + 1  # one input per part
     assert descriptions[0] == first_bands[0] and set(first_bands) <= set(descriptions)
     assert len(descriptions) == len(set(descriptions)) == config.build().embed_dim
     assert mosaic.shape == same.shape == (config.build().embed_dim, 128, 128)
@@ -519,6 +572,7 @@ def test_derive_rebuilds_the_manifest_collection_and_mosaics_from_the_tiles(stac
                     files[path.name] = (src.read(), src.descriptions, src.transform, src.crs)
         return files
 
+    check_stac(out)  # no checkpoint: no mlm extension, the others validate
     before = derived()
     assert {"manifest.json", "collection.json"} < set(before) and any(n.startswith("mosaic_") for n in before)
     manifest = before["manifest.json"]
