@@ -10,6 +10,8 @@ Subpackages by stage, each importing only those below it (``tests/test_layers.py
     io/          storage over URIs, COG writer, rasters of an output unit, mosaics, STAC items, run manifest
     training/    pretraining pairs, the Ray Train loop and driver, resume, export
     mapping/     requests, the window runner, per-window embedding, heads, the mapping and indices jobs
+    evaluation/  the paper's downstream tasks (PASTIS forecast and classification, EuroSAT): loaders,
+                 probes, fine-tuning, reports beside the paper's figures
     cli/         the jobs' arguments, the job runner and its exit codes, the ``pimc`` command
     local/       the sample archive and local STAC/S3/Ray services (the ``local`` extra; only cli imports it)
 

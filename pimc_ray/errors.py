@@ -30,6 +30,7 @@ __all__ = [
     "CatalogUnreachableError",
     "CheckpointError",
     "CheckpointMismatchError",
+    "DatasetError",
     "InternalError",
     "InvalidAOIError",
     "InvalidConfigError",
@@ -110,6 +111,11 @@ class CheckpointError(PimcError):
 
 class CheckpointMismatchError(CheckpointError):
     """A readable checkpoint holds another model than the one asked for."""
+
+
+class DatasetError(PimcError, ValueError):
+    """An evaluation dataset (PASTIS, EuroSAT) whose folder does not have the layout it is distributed in: a
+    missing file or folder, another band count or shape; the message names the expected layout."""
 
 
 class OutputExistsError(PimcError):

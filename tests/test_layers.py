@@ -28,7 +28,8 @@ ALLOWED = {
     "mapping": {"data", "kernels", "models", "io"},
     "local": {"data", "kernels", "io"},
     "runs": {"data", "kernels", "models", "io", "training", "mapping"},
-    "cli": {"data", "kernels", "models", "io", "training", "mapping", "local", "runs"},
+    "evaluation": {"data", "kernels", "models"},
+    "cli": {"data", "kernels", "models", "io", "training", "mapping", "local", "runs", "evaluation"},
 }
 
 

@@ -12,6 +12,9 @@
                                                  cost; writes plan.json and plan_tiles.geojson; exit 2 over budget
     pimc run execute SPEC                        plan it, then map it on this Ray cluster tile by tile: resumes,
                                                  remaps only tiles whose inputs changed, keeps status.geojson/png
+    pimc eval pastis --root DIR --task TASK      PASTIS pixel forecast (RMSE) or classification (OA, mIoU)
+    pimc eval eurosat --root DIR                 EuroSAT classification (accuracy); both beside the paper's
+                                                 figures, with baselines and the random-init encoder
     pimc archive build --out data/archive        generate the embedded sample archive
     pimc archive extend --out DIR --until DAY    add later acquisitions to (some tiles of) a built archive
     pimc archive bbox --demo|--train|--tile ID   lon/lat bbox of the demo AOI, the head's training area, a tile
@@ -34,7 +37,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pimc_ray.cli import jobs
+from pimc_ray.cli import evaluate, jobs
 from pimc_ray.cli.local import add_commands, archive_build
 from pimc_ray.cli.run import run_job
 from pimc_ray.errors import EXIT_CODES_HELP
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_options(execute)
     execute.set_defaults(func=_run_execute)
     add_commands(commands)
+    evaluate.add_commands(commands)
     return parser
 
 
