@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import re
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -168,6 +169,16 @@ def uri(value: str) -> str:
         return normalize_uri(value)
     except StorageError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def endpoint(value: str) -> str:
+    """The ``type`` of an endpoint option: an ``http://`` or ``https://`` URL with a host."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an http(s) URL; give one like http://127.0.0.1:8333"
+        )
+    return value
 
 
 def output(location: UriLike) -> str:

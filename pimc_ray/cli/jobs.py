@@ -30,6 +30,7 @@ from pimc_ray.cli.args import (
     add_series,
     aoi_union,
     at_least_one,
+    endpoint,
     from_args,
     job_parser,
     output,
@@ -240,7 +241,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
       help="where the encoders are exported (--checkpoint of the mapping jobs): a folder or s3://bucket/prefix; "
            "the image-patch encoder goes to OUT/rsi")  # fmt: skip
     a("--storage", type=uri, help="checkpoint storage: a folder or s3://bucket/prefix (default: OUT/../runs)")
-    a("--s3-endpoint", help="endpoint of an S3-compatible store (default: AWS_ENDPOINT_URL)")
+    a("--s3-endpoint", type=endpoint, help="endpoint of an S3-compatible store (default: AWS_ENDPOINT_URL)")
     a("--name", help="run name; a resubmitted job with the same name resumes (default: OUT's name)")
     a("--train-steps", type=int, default=1000, help="optimizer steps of the whole run")
     a("--batch-size", type=int, default=256, help="global batch (pairs per step, all workers)")
@@ -314,6 +315,8 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         parent, name = split_uri(out)
         storage = args.storage or join_uri(parent, "runs")
         run = from_args(RunSpec, args, name=args.name or name, storage_path=storage, use_gpu=args.gpu)
+        if args.temperature <= 0:  # the loss divides by it; checked here, before any worker starts
+            raise InvalidConfigError(f"--temperature must be above 0, got {args.temperature}")
         if config.batch_size % run.workers:
             raise InvalidConfigError(
                 f"--batch-size {config.batch_size} must split evenly over {run.workers} workers"

@@ -7,15 +7,19 @@ The only module of the package that imports :mod:`pimc_ray.local` (lazily, so th
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
+import re
 import signal
 import threading
 from pathlib import Path
 
 from pimc_ray.cli.run import say
-from pimc_ray.errors import PimcError
+from pimc_ray.errors import InvalidConfigError, PimcError
 
 __all__ = ["add_commands"]
+
+_TILE_ID = re.compile(r"\d{2}[A-Z]{3}")
 
 
 def _wait_for_signal() -> threading.Event:
@@ -29,7 +33,10 @@ def _wait_for_signal() -> threading.Event:
 def _archive_bbox(args: argparse.Namespace) -> None:
     from pimc_ray.local import ArchiveSpec, demo_aoi, demo_train_aoi, tile_bbox
 
-    spec = ArchiveSpec(tile_size=args.tile_size)
+    try:
+        spec = ArchiveSpec(tile_size=args.tile_size)
+    except ValueError as err:
+        raise InvalidConfigError(f"--tile-size {args.tile_size}: {err}") from None
     if args.demo:
         say(demo_aoi(spec))
     elif args.train:
@@ -59,6 +66,8 @@ def _s3_serve(args: argparse.Namespace) -> None:
     stop = _wait_for_signal()
     buckets = args.bucket or ["pimc"]
     data_dir = Path(args.data_dir) if args.data_dir else None
+    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+        raise PimcError(f"--data-dir {data_dir} is a file; give a folder (it is made if missing)")
     with LocalS3Server(tuple(buckets), data_dir=data_dir) as server:
         env = server.env()
         # the secret goes to the env file only (mode 0600), never to the output, which may well be a log
@@ -95,6 +104,23 @@ def _archive_extend(args: argparse.Namespace) -> int:
     return main(["extend", "--out", args.out, "--until", args.until, *tiles])
 
 
+def _day(value: str) -> str:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date; give YYYY-MM-DD, e.g. 2022-12-31"
+        ) from None
+    return value
+
+
+def _tile_ids(value: str) -> str:
+    bad = [t for t in value.split(",") if not _TILE_ID.fullmatch(t)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]!r} is not a Sentinel-2 tile id; give ids like 33TTL,32TQR")
+    return value
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``archive``, ``stac`` and ``s3`` to the ``pimc`` parser's subcommands."""
     archive = commands.add_parser("archive", help="the embedded sample archive").add_subparsers(
@@ -109,8 +135,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "docs/sample-archive.md, 'Extending the period')",
     )
     extend.add_argument("--out", required=True, help="the archive's folder, e.g. data/archive")
-    extend.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="new last day with acquisitions")
-    extend.add_argument("--tiles", help="comma-separated tile ids, e.g. 33TTL,32TQR (default: every tile)")
+    extend.add_argument(
+        "--until", required=True, type=_day, metavar="YYYY-MM-DD", help="new last day with acquisitions"
+    )
+    extend.add_argument(
+        "--tiles", type=_tile_ids, help="comma-separated tile ids, e.g. 33TTL,32TQR (default: every tile)"
+    )
     extend.set_defaults(func=_archive_extend)
     bbox = archive.add_parser("bbox", help="print a lon/lat bbox of the sample region")
     which = bbox.add_mutually_exclusive_group(required=True)

@@ -113,8 +113,11 @@ class Parallelism:
     """Start even when the cluster cannot place every worker now (it autoscales); else refuse up front."""
 
     def __post_init__(self) -> None:
-        if min(self.workers, self.cpus_per_worker, self.gpus_per_worker, self.read_cpus) < 0:
-            raise InvalidConfigError(f"parallelism settings must not be negative: {self}")
+        for name in ("workers", "gpus_per_worker", "read_cpus"):
+            if getattr(self, name) < 0:
+                raise InvalidConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.cpus_per_worker <= 0:  # torch computes in it: a worker without a CPU share oversubscribes
+            raise InvalidConfigError(f"cpus_per_worker must be above 0, got {self.cpus_per_worker}")
         if self.readers < 1:
             raise InvalidConfigError(f"readers must be at least 1, got {self.readers}")
 

@@ -39,6 +39,7 @@ from pimc_ray.data.catalogs import BANDS
 from pimc_ray.data.footprints import ItemIndex
 from pimc_ray.data.series import INDEX_BAND_POSITIONS, SeriesSpec, crop_halo, read_series
 from pimc_ray.data.tiles import OutputGrid, Window
+from pimc_ray.errors import InvalidConfigError
 from pimc_ray.kernels.indices import vegetation_indices
 from pimc_ray.kernels.patches import check_composite, composite, patch_ok, patches_at
 from pimc_ray.parallel import actor_stage, bound_memory
@@ -398,6 +399,10 @@ class PairStream:
     """CPUs each reader reserves."""
     cache_mb: int = 1024
     """Memory each reader keeps the windows it read in, to draw from them again at later visits."""
+
+    def __post_init__(self) -> None:
+        if self.cache_mb < 0:
+            raise InvalidConfigError(f"the readers' cache_mb must not be negative, got {self.cache_mb}")
 
     def dataset(self, *, start: int, count: int) -> Any:
         """The Ray Data pipeline of visits ``start .. start + count - 1`` (see :func:`visit_plan`)."""
