@@ -526,14 +526,20 @@ def _obstore_s3(bucket: str, prefix: str) -> obstore.store.S3Store:
     """An obstore S3 client for ``bucket``/``prefix`` set up from the environment (see the module's docstring).
 
     obstore reads the credentials from the environment itself; they never pass through here. Requests are retried
-    5 times within a minute (an unreachable endpoint fails in seconds, not obstore's default 3 minutes).
+    8 times within a minute, at least a second apart and backing off up to 8 s: a store restarting (seconds) is
+    waited for, while one that stays unreachable fails within the minute, not obstore's default 3 minutes (its
+    default backoff, from 0.1 s, gave up after less than a second of outage).
     """
     from obstore.store import S3Store as ObstoreS3
 
     env = os.environ
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    retry: Any = {"max_retries": 5, "retry_timeout": timedelta(seconds=60)}
+    retry: Any = {
+        "max_retries": 8,
+        "retry_timeout": timedelta(seconds=60),
+        "backoff": {"init_backoff": timedelta(seconds=1), "max_backoff": timedelta(seconds=8), "base": 2},
+    }
     client: Any = {"allow_http": bool(endpoint and endpoint.startswith("http://")), "timeout": "120s"}
     if endpoint:  # an S3-compatible service: path-style requests (http://host:port/bucket/key)
         return ObstoreS3(
