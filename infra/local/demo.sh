@@ -70,13 +70,32 @@ ray job submit --address "http://127.0.0.1:$DASH_PORT" -- \
     --tile-size 512 --workers "$WORKERS" --out "$OUT"
 
 echo
-echo "== the maps, read back from the bucket"
-(cd "$RUN_TMP" && python "$ROOT/notebooks/explore_maps.py" "$OUT")
+echo "== the maps, read back from the bucket: notebooks/explore_run.py executed headless"
+NB_OUT=$ROOT/out/notebooks
+mkdir -p "$NB_OUT"
+PIMC_RUN="$OUT/collection.json" PIMC_FIGURES="$NB_OUT/figures" \
+  jupytext --to ipynb --execute "$ROOT/notebooks/explore_run.py" -o "$NB_OUT/explore_run.ipynb" \
+  > "$RUN_TMP/notebook.log" 2>&1 || { tail -40 "$RUN_TMP/notebook.log"; echo "the notebook failed"; exit 1; }
+python - "$NB_OUT/explore_run.ipynb" <<'PY'
+import json, sys
+outputs = [o for c in json.load(open(sys.argv[1]))["cells"] for o in c.get("outputs", [])]
+print("".join("".join(o["text"]) for o in outputs if o.get("output_type") == "stream"), end="")
+PY
+echo "figures: $NB_OUT/figures/ (embedding_pca, classes_confidence_qa, pixel_series_rp, neighbours), notebook with"
+echo "its outputs: $NB_OUT/explore_run.ipynb"
 echo
 echo "demo finished in $(( $(date +%s) - T0 )) s. Outputs: $OUT (manifest.json, collection.json,"
 echo "tiles/<tile>/v1/{embedding,classes,qa}.tif + item.json, mosaic_*.gti.gpkg and mosaic_*.vrt), kept in $S3_DATA."
-echo "To open them again:"
+echo
+echo "To open the notebooks in notebooks/ on them (explore_run: layers, a pixel's series and recurrence plots, its"
+echo "nearest neighbours; map_run: an interactive map; head_from_points: a head from a few labelled points against"
+echo "the run's classes; run_status: a scheduled run's status layer, here the demo's tiles from its manifest):"
 echo "  .venv/bin/pimc s3 serve --bucket pimc-demo --data-dir $S3_DATA --env-file .cache/s3.env &"
 echo "  set -a; source .cache/s3.env; set +a"
-echo "  .venv/bin/python notebooks/explore_maps.py $OUT                # or QGIS/GDAL on /vsis3/${OUT#s3://}/mosaic_classes_epsg32632.gti.gpkg"
-echo "  (the GTI index needs GDAL >= 3.9; mosaic_classes_epsg32632.vrt is the same mosaic for any GDAL)"
+echo "  export PIMC_RUN=$OUT/collection.json PIMC_FIGURES=$NB_OUT/figures"
+echo "  .venv/bin/pip install -e '.[notebooks]'   # JupyterLab, once"
+echo "  .venv/bin/jupyter lab notebooks/     # right-click a .py, Open With > Notebook (jupytext pairs it with an .ipynb)"
+echo "or headless, e.g. the interactive map (saved as \$PIMC_FIGURES/map.html):"
+echo "  .venv/bin/jupytext --to ipynb --execute notebooks/map_run.py -o out/notebooks/map_run.ipynb"
+echo "QGIS/GDAL read the mosaics too: /vsis3/${OUT#s3://}/mosaic_classes_epsg32632.gti.gpkg (GDAL >= 3.9; the .vrt"
+echo "beside it is the same mosaic for any GDAL)."

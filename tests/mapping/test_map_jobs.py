@@ -338,20 +338,6 @@ def test_patch_encoder_mosaic_edges_equal_a_single_tile_run(encoder, sample_arch
 
 
 @pytest.mark.slow
-def test_notebook_opens_the_maps_in_the_bucket(s3_run, tmp_path):
-    prefix, _ = s3_run
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "notebooks" / "explore_maps.py"), f"s3://{BUCKET}/{prefix}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "winter_cereal" in proc.stdout and "tiles" in proc.stdout
-
-
-@pytest.mark.slow
 def test_killed_job_resumes_and_writes_every_tile_once(ray_head, stac_api, s3):
     prefix = "resume"
     args = job_args(stac_api.url, f"s3://{BUCKET}/{prefix}", **{"--window-size": "32"})
