@@ -13,7 +13,8 @@ import datetime as dt
 import json
 import logging
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,22 @@ def _no_answer(stac_url: str, timeout: float) -> CatalogUnreachableError:
     )
 
 
+@contextmanager
+def _api_errors(stac_url: str, timeout: float, doing: str) -> Iterator[None]:
+    """A search's failures as one :class:`CatalogUnreachableError` naming what failed (a stalled API apart)."""
+    import pystac_client
+    import requests
+
+    try:
+        yield
+    except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
+        if _timed_out(err):
+            raise _no_answer(stac_url, timeout) from err
+        raise CatalogUnreachableError(
+            f"the STAC API at {stac_url} failed while {doing} ({err}); retry later or check the collection id"
+        ) from err
+
+
 def search_items(
     aoi: Any,
     dates: DateRange,
@@ -196,21 +213,11 @@ def search_items(
         CatalogUnreachableError: the API cannot be reached or fails.
         NoItemsFoundError: nothing matches.
     """
-    import pystac_client
-    import requests
-
     area: AOI = load_aoi(aoi)
     client = open_client(stac_url, timeout=timeout, retries=retries)
     kwargs, server_filter = _search_kwargs(client, area, dates, collection, max_cloud_cover)
-    try:
+    with _api_errors(stac_url, timeout, f"searching {collection!r}"):
         items = [dict(item) for item in client.search(**kwargs).items_as_dicts()]
-    except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
-        if _timed_out(err):
-            raise _no_answer(stac_url, timeout) from err
-        raise CatalogUnreachableError(
-            f"the STAC API at {stac_url} failed while searching {collection!r} ({err}); retry later or check the "
-            "collection id"
-        ) from err
     if max_cloud_cover is not None and not server_filter:
         items = [i for i in items if i.get("properties", {}).get("eo:cloud_cover", 0.0) <= max_cloud_cover]
     if not items:
@@ -258,23 +265,14 @@ def count_items(
     Raises:
         CatalogUnreachableError: the API cannot be reached or fails.
     """
-    import pystac_client
-    import requests
-
     area: AOI = load_aoi(aoi)
     client = open_client(stac_url, timeout=timeout, retries=retries)
     kwargs, server_filter = _search_kwargs(client, area, dates, collection, max_cloud_cover)
     if max_cloud_cover is not None and not server_filter:
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "numberMatched ... not in response": None says it
-            matched = client.search(**kwargs, limit=1).matched()
-    except (requests.RequestException, pystac_client.exceptions.APIError, OSError) as err:
-        raise CatalogUnreachableError(
-            f"the STAC API at {stac_url} failed while counting {collection!r} items ({err}); retry later or check "
-            "the collection id"
-        ) from err
+    with _api_errors(stac_url, timeout, f"counting {collection!r} items"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "numberMatched ... not in response": None says it
+        matched = client.search(**kwargs, limit=1).matched()
     return None if matched is None else int(matched)
 
 

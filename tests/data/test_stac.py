@@ -1,6 +1,7 @@
 """STAC search against the local STAC API (rustac serve) over the sample archive."""
 
 import datetime as dt
+import json
 import time
 import uuid
 
@@ -8,6 +9,7 @@ import pytest
 
 from pimc_ray.data.stac import (
     DateRange,
+    count_items,
     frozen_search,
     group_by_epsg,
     load_snapshot,
@@ -138,13 +140,21 @@ def test_snapshot_is_used_instead_of_searching(stac_api, tmp_path):
 
 
 class _Answering:
-    """A loopback HTTP server that answers every request with ``body`` (``stall``: accepts, never answers)."""
+    """A loopback HTTP server that answers every request with ``body`` (``stall``: accepts, never answers;
+    ``stall_after``: answers that many requests, then stalls)."""
 
-    def __init__(self, body: bytes = b"", *, content_type: str = "text/html", stall: bool = False) -> None:
+    def __init__(
+        self,
+        body: bytes = b"",
+        *,
+        content_type: str = "text/html",
+        stall: bool = False,
+        stall_after: int | None = None,
+    ) -> None:
         import socket
         import threading
 
-        self.body, self.content_type, self.stall = body, content_type, stall
+        self.body, self.content_type, self.stall, self.stall_after = body, content_type, stall, stall_after
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.held: list[socket.socket] = []
@@ -157,9 +167,11 @@ class _Answering:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            if self.stall:
+            if self.stall or self.stall_after == 0:
                 self.held.append(conn)  # keep it open, say nothing
                 continue
+            if self.stall_after is not None:
+                self.stall_after -= 1
             conn.recv(65536)
             head = f"HTTP/1.1 200 OK\r\nContent-Type: {self.content_type}\r\nContent-Length: {len(self.body)}\r\n"
             conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + self.body)
@@ -180,6 +192,40 @@ def test_an_api_that_never_answers_times_out():
             search_items("11,45,11.1,45.1", DateRange.parse("2022-01-01", "2022-02-01"), stac_url=server.url,
                          timeout=1.0, retries=1)  # fmt: skip
         assert time.monotonic() - t0 < 20
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("ask", [search_items, count_items], ids=["search", "count"])
+def test_an_api_whose_search_never_answers_times_out(ask):
+    """The landing page answers, the search stalls: counting items (what ``pimc run plan`` asks) was reported
+    as a failed request, not as a stalled API."""
+    server = _Answering(content_type="application/json", stall_after=1)
+    server.body = json.dumps(
+        {
+            "type": "Catalog",
+            "id": "stalls",
+            "stac_version": "1.0.0",
+            "description": "answers its landing page, then nothing",
+            "conformsTo": [
+                "https://api.stacspec.org/v1.0.0/core",
+                "https://api.stacspec.org/v1.0.0/item-search",
+            ],
+            "links": [
+                {"rel": "self", "href": server.url, "type": "application/json"},
+                {
+                    "rel": "search",
+                    "href": f"{server.url}/search",
+                    "type": "application/geo+json",
+                    "method": "GET",
+                },
+            ],
+        }
+    ).encode()
+    try:
+        with pytest.raises(CatalogUnreachableError, match="did not answer within 1 s"):
+            ask("11,45,11.1,45.1", DateRange.parse("2022-01-01", "2022-02-01"), stac_url=server.url,
+                timeout=1.0, retries=1)  # fmt: skip
     finally:
         server.close()
 
