@@ -89,6 +89,8 @@ _CONTENT_TYPES = {
     ".gpkg": "application/geopackage+sqlite3",  # the GTI mosaics (.gti.gpkg)
     ".parquet": "application/vnd.apache.parquet",
     ".safetensors": "application/octet-stream",
+    ".png": "image/png",  # quicklooks, a run's status map
+    ".svg": "image/svg+xml",  # a class legend
 }
 #: Object stores obstore serves that this version does not set up yet, by scheme.
 _NOT_CONFIGURED = {"gs": "Google Cloud Storage", "az": "Azure Blob Storage"}

@@ -7,7 +7,9 @@ drops them all): the mapping jobs write one set per tile, the indices job one pe
 
 While the blocks are in memory the set keeps each band's statistics (count, mean and sum of squared deviations
 merged block by block, as Chan et al. 1979), and when it publishes a COG it hashes the file in the same read
-that measures it: a :class:`RasterFile` per product, what a STAC item's file and raster extensions carry.
+that measures it: a :class:`RasterFile` per product, what a STAC item's file and raster extensions carry. A set
+may also draw quicklooks of its products as the blocks arrive (:class:`~pimc_ray.io.quicklooks.Quicklook`: a
+downsampled PNG per quicklook, published beside the COGs), so a quicklook never reads a COG back.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from affine import Affine
 
 from pimc_ray.io.cog import COGWriter
+from pimc_ray.io.quicklooks import Quicklook, QuicklookCanvas
 from pimc_ray.storage import Store
 
 __all__ = ["BandStatistics", "Grid", "RasterFile", "RasterProduct", "RasterSet", "file_multihash"]
@@ -71,7 +74,7 @@ class BandStatistics:
 
 @dataclass(frozen=True)
 class RasterFile:
-    """A published COG: where it is, its size and checksum, and its bands' statistics."""
+    """A published COG (or quicklook PNG): where it is, its size and checksum, and its bands' statistics."""
 
     key: str
     size: int
@@ -79,7 +82,7 @@ class RasterFile:
     checksum: str
     """Multihash of its SHA2-256: ``1220`` and the hex digest (see :func:`file_multihash`)."""
     statistics: tuple[BandStatistics, ...]
-    """One per band."""
+    """One per band (none for a quicklook)."""
 
 
 def file_multihash(path: Path) -> tuple[int, str]:
@@ -152,17 +155,30 @@ class RasterSet:
         folder: a local folder for the temporary files.
         products: what to write, by product name.
         tags: dataset tags every product carries.
+        quicklooks: quicklooks to draw as blocks arrive, by name (each of one of ``products``).
     """
 
     def __init__(
-        self, grid: Grid, folder: Path, products: Mapping[str, RasterProduct], tags: Mapping[str, Any]
+        self,
+        grid: Grid,
+        folder: Path,
+        products: Mapping[str, RasterProduct],
+        tags: Mapping[str, Any],
+        *,
+        quicklooks: Mapping[str, Quicklook] | None = None,
     ) -> None:
         height, width = grid.shape
+        self.grid = grid
         self.pixels = height * width
         self.products = dict(products)
+        for name, quicklook in (quicklooks or {}).items():
+            if quicklook.product not in self.products:
+                raise ValueError(f"quicklook {name!r} draws {quicklook.product!r}, which is not a product")
+        self.quicklooks = {name: QuicklookCanvas(q, height, width) for name, q in (quicklooks or {}).items()}
+        """The quicklooks drawn so far, by name."""
         self.moments = {name: _Moments(len(p.bands), p.nodata) for name, p in self.products.items()}
         self.files: dict[str, RasterFile] = {}
-        """What :meth:`publish` published, by product."""
+        """What :meth:`publish` published, by product and quicklook."""
         self.writers = {
             name: COGWriter(
                 folder / f"{name}.tif",
@@ -184,11 +200,16 @@ class RasterSet:
         """Write a ``(bands, h, w)`` block of ``product`` with its top-left pixel at ``(row, col)`` (each pixel once:
         the bands' statistics count every block written)."""
         self.writers[product].write(block, row, col)
-        self.moments[product].add(block.astype(self.products[product].dtype, copy=False))
+        stored = block.astype(self.products[product].dtype, copy=False)
+        self.moments[product].add(stored)
+        for canvas in self.quicklooks.values():
+            if canvas.quicklook.product == product:
+                canvas.add(stored, row, col)
 
     def publish(self, store: Store, keys: Mapping[str, str]) -> dict[str, str]:
-        """Convert every product to a validated COG and put it at its key; returns product -> key, and keeps
-        each one's :class:`RasterFile` in :attr:`files`."""
+        """Convert every product to a validated COG and put it at its key, then every quicklook as a PNG at its
+        own; returns name -> key (products and quicklooks), and keeps each one's :class:`RasterFile` in
+        :attr:`files`."""
         for name, writer in self.writers.items():
             path = writer.close()
             size, checksum = file_multihash(path)
@@ -197,7 +218,13 @@ class RasterSet:
             self.files[name] = RasterFile(
                 keys[name], size, checksum, self.moments[name].statistics(self.pixels)
             )
-        return {name: keys[name] for name in self.writers}
+        for name, canvas in self.quicklooks.items():
+            data = canvas.png(epsg=self.grid.epsg, transform=self.grid.transform)
+            store.put_bytes(data, keys[name])
+            self.files[name] = RasterFile(
+                keys[name], len(data), "1220" + hashlib.sha256(data).hexdigest(), ()
+            )
+        return {name: keys[name] for name in [*self.writers, *self.quicklooks]}
 
     def abort(self) -> None:
         """Drop everything written so far."""

@@ -7,12 +7,13 @@ head's class values, names and colours), the code version and the run's ``pimc:*
 encoder has trained weights also carries the machine-learning-model (mlm) extension: the encoder's name,
 architecture, inputs and embedding size, and its weights as the ``model`` asset with their hash
 (:class:`ModelCard`; a random initialisation has no weights file to point at, and its items say so in
-``pimc:model`` only). Asset hrefs of the COGs are relative to the item, so a run's tree can be moved or copied as
-a whole.
+``pimc:model`` only). The tile's quicklooks are ``thumbnail`` assets (PNG, their own ``proj:shape`` and
+``proj:transform``, file size and checksum; a class quicklook carries its classes as its legend). Asset hrefs are
+relative to the item, so a run's tree can be moved or copied as a whole.
 
 The collection derives from the items alone (:func:`~pimc_ray.mapping.maps.derive_run` rebuilds it from them):
-their extent, ``item_assets`` describing every product, the licence link, the mosaics as assets, and the
-encoder's mlm fields and ``model`` asset.
+their extent, ``item_assets`` describing every product, the licence link, the mosaics and the run's quicklooks as
+assets, and the encoder's mlm fields and ``model`` asset.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import json
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pystac
 import shapely.geometry
+from affine import Affine
 from pyproj import Transformer
 from pystac.extensions.classification import Classification, ClassificationExtension
 from pystac.extensions.eo import Band, EOExtension
@@ -39,6 +41,7 @@ from pystac.utils import str_to_datetime
 
 from pimc_ray import __version__
 from pimc_ray.data.tiles import Tile
+from pimc_ray.io.quicklooks import PNG_MEDIA_TYPE, Quicklook, decimation
 from pimc_ray.io.rasters import BandStatistics, RasterFile, RasterProduct
 from pimc_ray.storage import COG_MEDIA_TYPE, content_type
 
@@ -239,6 +242,37 @@ def _asset(
         FileExtension.ext(asset, add_if_missing=True).apply(size=file.size, checksum=file.checksum)
 
 
+def _thumbnail(
+    item: pystac.Item,
+    key: str,
+    href: str,
+    quicklook: Quicklook,
+    product: RasterProduct,
+    tile: Tile,
+    file: RasterFile | None,
+) -> None:
+    """Add a quicklook PNG of ``product`` to ``item`` as asset ``key``: its grid (the tile's, every ``step``-th
+    pixel), size and checksum, and for a class quicklook the classes its pixel values are."""
+    asset = pystac.Asset(
+        href,
+        title=f"Quicklook: {product.title}",
+        description=quicklook.description,
+        media_type=PNG_MEDIA_TYPE,
+        roles=["thumbnail"],
+    )
+    item.add_asset(key, asset)
+    height, width = tile.shape
+    step = decimation(height, width, quicklook.max_size)
+    proj = ProjectionExtension.ext(asset)
+    proj.shape = [-(-height // step), -(-width // step)]
+    proj.transform = list(tile.transform * Affine.scale(step))[:6]
+    if quicklook.colormap is not None and "pimc_classes" in product.tags:
+        classes = _classes(replace(product, colormap=quicklook.colormap))
+        ClassificationExtension.ext(asset, add_if_missing=True).apply(classes=classes)
+    if file is not None:
+        FileExtension.ext(asset, add_if_missing=True).apply(size=file.size, checksum=file.checksum)
+
+
 def tile_item(
     tile: Tile,
     keys: Mapping[str, str],
@@ -249,14 +283,16 @@ def tile_item(
     properties: Mapping[str, Any],
     files: Mapping[str, RasterFile] | None = None,
     model: ModelCard | None = None,
+    quicklooks: Mapping[str, Quicklook] | None = None,
 ) -> dict[str, Any]:
-    """The STAC item of a finished tile, at ``tiles/<tile>/item.json``; ``keys`` (product -> key) are below
-    ``tiles/<tile>/`` (asset hrefs relative to the item, so the tree can move).
+    """The STAC item of a finished tile, at ``tiles/<tile>/item.json``; ``keys`` (product or quicklook -> key)
+    are below ``tiles/<tile>/`` (asset hrefs relative to the item, so the tree can move).
 
     Args:
-        files: each product's published file (size, checksum, band statistics): the file extension and the
-            ``statistics`` of ``raster:bands``.
+        files: each product's and quicklook's published file (size, checksum, band statistics): the file
+            extension and the ``statistics`` of ``raster:bands``.
         model: the encoder, for the mlm extension (None: a random initialisation, which has no weights file).
+        quicklooks: the tile's quicklooks, by asset key (``thumbnail``...): PNGs of products, in ``keys`` too.
     """
     geometry = _lonlat_footprint(tile)
     shape = shapely.geometry.shape(geometry)
@@ -281,7 +317,12 @@ def tile_item(
     )
     for name, key in keys.items():
         href = "./" + key.removeprefix(f"tiles/{tile.tile_id}/")
-        _asset(item, name, href, prods[name], tile, None if files is None else files[name])
+        file = None if files is None else files[name]
+        if name in prods:
+            _asset(item, name, href, prods[name], tile, file)
+        else:
+            quicklook = (quicklooks or {})[name]
+            _thumbnail(item, name, href, quicklook, prods[quicklook.product], tile, file)
     if model is not None:
         item.add_asset(MODEL_ASSET, model.asset())
         FileExtension.add_to(item)
@@ -306,9 +347,11 @@ def output_collection(
     collection: str,
     description: str,
     mosaics: Sequence[str] = (),
+    assets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The STAC collection of a run's tile items; ``mosaics`` (keys beside the collection) become its assets,
-    so a user finds the mosaics of a run from its collection.
+    so a user finds the mosaics of a run from its collection, and so do ``assets`` (key -> STAC asset: the run's
+    quicklooks, :func:`~pimc_ray.io.quicklooks.write_run_quicklooks`).
 
     It describes every product of the items in ``item_assets`` (their fields less what differs per file:
     href, size, checksum, statistics), links the licence, and with an mlm encoder carries its fields (as
@@ -330,6 +373,8 @@ def output_collection(
     ]
     if mlm:
         wanted += [FileExtension.get_schema_uri(), MLM]
+    if any(k.startswith("proj:") for a in (assets or {}).values() for k in a):  # the quicklooks' grids
+        wanted.append(ProjectionExtension.get_schema_uri())
     out = pystac.Collection(
         collection,
         description,
@@ -348,6 +393,8 @@ def output_collection(
         out.add_asset(MODEL_ASSET, pystac.Asset.from_dict(first["assets"][MODEL_ASSET]))
     for key in mosaics:
         out.add_asset(_mosaic_asset_key(key), _mosaic_asset(key))
+    for key, asset in (assets or {}).items():
+        out.add_asset(key, pystac.Asset.from_dict(dict(asset)))
     out.add_link(pystac.Link("root", "./collection.json", media_type=pystac.MediaType.JSON))
     for i in items:
         href = f"./tiles/{i['properties']['pimc:tile']}/item.json"
@@ -357,8 +404,10 @@ def output_collection(
 
 
 def _item_asset(asset: Mapping[str, Any]) -> dict[str, Any]:
-    """An item's asset as an item asset definition: without what differs between items' files."""
+    """An item's asset as an item asset definition: without what differs between items' files (and a
+    quicklook's grid, which is each tile's)."""
     out = {k: v for k, v in asset.items() if k not in ("href", "file:size", "file:checksum")}
+    out = {k: v for k, v in out.items() if not k.startswith("proj:")}
     if "raster:bands" in out:
         out["raster:bands"] = [{k: v for k, v in b.items() if k != "statistics"} for b in out["raster:bands"]]
     return out

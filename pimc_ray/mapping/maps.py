@@ -12,10 +12,13 @@
 4. the head: loaded (``--head``), or fit on labels of a held-out area (:func:`pimc_ray.mapping.heads.fit_head`);
 5. the tiles on worker actors (:func:`pimc_ray.mapping.runner.run_groups`): a worker reads a tile's windows (read
    threads ahead of the encoder), embeds them, writes the tile's COGs and publishes them, its STAC item and its
-   status object itself (:class:`TilePublisher`, :class:`TileWriter`); the driver gets one small
+   status object itself (:class:`TilePublisher`, :class:`TileWriter`), and draws the tile's quicklooks as its
+   blocks arrive (:mod:`pimc_ray.io.quicklooks`: the embedding in false colour from a PCA basis the driver fit
+   once on a sample, :func:`quicklook_basis`; the classes in the head's colours); the driver gets one small
    :class:`TileRecord` per tile. For an image-patch encoder every window is read grown by the encoder's halo
    (:func:`pimc_ray.mapping.embedder.series_reader`), so pixels at tile edges get the same context as interiors;
-6. derived from the published tiles at the end: the manifest, the collection and the mosaics.
+6. derived from the published tiles at the end: the manifest, the collection, the mosaics and the run's
+   quicklooks (composed from the tiles').
 
 Layout under the output location (a folder or ``s3://bucket/prefix``)::
 
@@ -26,12 +29,18 @@ Layout under the output location (a folder or ``s3://bucket/prefix``)::
     collection.json                STAC collection of the outputs
     tiles/<tile_id>/v<N>/<product>.tif  COGs of the tile's version N: embedding, classes, qa
                                    (see :func:`tile_products`); a rerun in place writes version N+1 beside them
+    tiles/<tile_id>/v<N>/quicklook.png, quicklook_classes.png
+                                   the version's quicklooks, at most 512 px a side (:func:`tile_quicklooks`)
     tiles/<tile_id>/item.json      STAC item of the tile's current version (proj, raster with statistics, eo,
                                    processing, file and classification extensions, mlm for trained weights;
                                    ``pimc:version``, ``pimc:inputs``; see :mod:`pimc_ray.io.stac_items`)
     mosaic_<product>_<zone>.vrt    GDAL VRT per product and UTM zone over the finished tiles (at the root:
                                    GDAL's /vsis3/ does not resolve '../' in a source path)
+    quicklook.png, quicklook_classes.png, quicklook_classes_legend.svg
+                                   the run's quicklooks (at most 1024 px a side) and the classes' legend
     head/                          the classification head, when one was fit
+    quicklook/pca.json             the PCA basis of the embedding's quicklooks (kept while the model and
+                                   parameters are, so that tiles mapped by later reruns get the same colours)
 
 Failed windows fail their tile, not the run: failed tiles are listed at the end and the job exits with code 3
 (:class:`~pimc_ray.errors.TilesFailedError`); rerunning redoes only them.
@@ -48,7 +57,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,6 +72,7 @@ from pimc_ray.data.tiles import OutputGrid, Tile, TileGrid, Window, ZoneTiles
 from pimc_ray.errors import AllCloudError, InvalidConfigError, OutputExistsError, PimcError, TilesFailedError
 from pimc_ray.io.manifest import STATUS, RunManifest, publish_status, status_entry
 from pimc_ray.io.mosaic import write_mosaics
+from pimc_ray.io.quicklooks import PcaBasis, Quicklook, class_palette, write_run_quicklooks
 from pimc_ray.io.rasters import RasterProduct, RasterSet
 from pimc_ray.io.stac_items import ModelCard, output_collection, tile_item
 from pimc_ray.kernels.indices import INDEX_NAMES
@@ -92,12 +102,19 @@ __all__ = [
     "embedder_factory",
     "map_aoi",
     "prepare_run",
+    "quicklook_basis",
     "tile_products",
+    "tile_quicklooks",
     "write_run_products",
 ]
 
 #: Where a run keeps the head it fit (``--head-train-aoi``), so that a resumed run maps with the same one.
 _HEAD_PREFIX = "head"
+#: Where a run keeps the PCA basis of its embedding quicklooks, so that a resumed run draws with the same one.
+_QUICKLOOK_BASIS = "quicklook/pca.json"
+#: Each quicklook of a tile: its STAC asset key and its file's name in the tile's version folder (the run's
+#: quicklooks take the same names at the output's root).
+QUICKLOOK_FILES = {"thumbnail": "quicklook.png", "thumbnail_classes": "quicklook_classes.png"}
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,23 @@ def tile_products(
     return out
 
 
+def tile_quicklooks(
+    products: Mapping[str, RasterProduct], basis: PcaBasis | None, *, max_size: int = 512
+) -> dict[str, Quicklook]:
+    """The quicklooks a run draws per tile, by STAC asset key (their files: :data:`QUICKLOOK_FILES`): the
+    embedding in false colour from ``basis`` (``thumbnail``; none without an embedding product or a basis), and
+    the class map in the head's colours (``thumbnail_classes``, with a head)."""
+    out = {}
+    if "embedding" in products and basis is not None:
+        out["thumbnail"] = Quicklook("embedding", basis=basis, max_size=max_size)
+    if "classes" in products:
+        classes = products["classes"]
+        ids = [int(k) for k in json.loads(classes.tags.get("pimc_classes", "{}"))]
+        palette = class_palette(classes.colormap, ids)
+        out["thumbnail_classes"] = Quicklook("classes", colormap=palette, max_size=max_size)
+    return out
+
+
 @dataclass(frozen=True)
 class TileRecord:
     """What a worker sends the driver for a tile: its status entry (also published as ``status/<tile>.json``)."""
@@ -181,6 +215,8 @@ class TilePublisher:
     """The published version of each tile this run replaces (a rerun in place); other tiles get version 1."""
     model: ModelCard | None = None
     """The encoder for the items' mlm extension (None for a random initialisation: no weights to point at)."""
+    quicklooks: Mapping[str, Quicklook] = field(default_factory=dict)
+    """The quicklooks each tile gets, by asset key (:func:`tile_quicklooks`)."""
 
     @classmethod
     def for_run(
@@ -193,8 +229,10 @@ class TilePublisher:
         versions: Mapping[str, int],
         *,
         encoder: Any = None,
+        basis: PcaBasis | None = None,
     ) -> TilePublisher:
-        """The run's publisher; ``encoder`` (the loaded module) describes a checkpoint's encoder in the items."""
+        """The run's publisher; ``encoder`` (the loaded module) describes a checkpoint's encoder in the items,
+        ``basis`` colours the embedding's quicklooks (none without)."""
         dates = request.spec.dates
         return cls(
             normalize_location(request.out),
@@ -215,6 +253,7 @@ class TilePublisher:
             dict(inputs),
             dict(versions),
             None if encoder is None else _model_card(request, encoder, manifest.model),
+            tile_quicklooks(products, basis),
         )
 
     @cached_property
@@ -238,7 +277,7 @@ class TileWriter:
         self.publisher, self.tile = publisher, tile
         self.folder = Path(tempfile.mkdtemp(prefix=f"{tile.tile_id}-", dir=scratch_dir()))
         tags = {**publisher.tags, "pimc_tile": tile.tile_id}
-        self.rasters = RasterSet(tile, self.folder, publisher.products, tags)
+        self.rasters = RasterSet(tile, self.folder, publisher.products, tags, quicklooks=publisher.quicklooks)
         self.failures: list[str] = []
         self.pixels = 0
         self.substituted = 0
@@ -301,7 +340,11 @@ class TileWriter:
         version = p.versions.get(tile.tile_id, 0) + 1
         inputs = p.inputs[tile.tile_id].to_dict()
         folder = tile_folder(tile.tile_id, version)
-        keys = self.rasters.publish(p.store, {name: f"{folder}/{name}.tif" for name in p.products})
+        keys = self.rasters.publish(
+            p.store,
+            {name: f"{folder}/{name}.tif" for name in p.products}
+            | {name: f"{folder}/{QUICKLOOK_FILES[name]}" for name in p.quicklooks},
+        )
         degraded = {"substituted_reads": self.substituted} if self.substituted else {}
         entry = status_entry(
             "done",
@@ -325,6 +368,7 @@ class TileWriter:
             properties=properties,
             files=self.rasters.files,
             model=p.model,
+            quicklooks=p.quicklooks,
         )
         p.store.put_json(item, f"tiles/{tile.tile_id}/item.json")
         return entry
@@ -420,6 +464,86 @@ def _head(request: MapRequest, store: Store, reuse: bool, progress: Progress) ->
     return head
 
 
+def _sample_window(tile: Tile, size: int) -> Window | None:
+    """A ``size``-pixel window of ``tile`` around a point of its AOI part (None when it has none)."""
+    import shapely
+
+    area = shapely.intersection(tile.footprint, shapely.box(*tile.bounds))
+    if area.is_empty:
+        return None
+    point = area.representative_point()
+    height, width = tile.shape
+    size = min(size, height, width)
+    r, (x0, _, _, y1) = tile.resolution, tile.bounds
+    row = min(max(int((y1 - point.y) / r) - size // 2, 0), height - size)
+    col = min(max(int((point.x - x0) / r) - size // 2, 0), width - size)
+    bounds = (x0 + col * r, y1 - (row + size) * r, x0 + (col + size) * r, y1 - row * r)
+    return Window(row, col, size, size, bounds)
+
+
+def _embedding_sample(
+    request: MapRequest,
+    items: list[Item],
+    tiles: Sequence[Tile],
+    *,
+    windows: int,
+    size: int,
+    progress: Progress,
+) -> np.ndarray:
+    """The valid embeddings ``(n, d)`` of up to ``windows`` small windows, on tiles spread over the run, embedded
+    in this process (on its GPU if the workers use one and it has one, else on its CPU). A window that cannot
+    be read is left out (the tiles it meets will fail or degrade on their own)."""
+    import torch
+
+    factory = embedder_factory(request)
+    device = "cuda" if factory.device == "cuda" and torch.cuda.is_available() else "cpu"
+    compute = replace(factory, device=device, threads=len(os.sched_getaffinity(0)) or 1)()
+    reader = series_reader(request.spec, items, request.encoder.config)
+    picks = sorted(
+        {round(i * (len(tiles) - 1) / max(1, windows - 1)) for i in range(min(windows, len(tiles)))}
+    )
+    out = []
+    for tile in (tiles[i] for i in picks):
+        window = _sample_window(tile, size)
+        if window is None:
+            continue
+        try:
+            embedding = compute(tile, window, reader(tile, window)).embedding  # (d, h, w)
+        except PimcError as err:
+            progress(f"quicklooks: the sample window on tile {tile.tile_id} is left out ({err})")
+            continue
+        flat = embedding.reshape(embedding.shape[0], -1).T
+        out.append(flat[np.isfinite(flat).all(axis=1)])
+    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+
+def quicklook_basis(
+    run: MapRun, *, reuse: bool, progress: Progress = logger.info, windows: int = 4, size: int = 32
+) -> PcaBasis | None:
+    """The PCA basis of a run's embedding quicklooks: the one the output keeps (``reuse``: the same model and
+    parameters), or one fit now on the embeddings of ``windows`` windows of ``size`` pixels spread over the run's
+    tiles, and kept (``quicklook/pca.json``). None when the sample holds no valid pixel: the tiles then get no
+    embedding quicklook.
+
+    One basis per run (not per tile) so that a colour means the same embedding on neighbouring tiles and on
+    tiles mapped by later reruns; fit on the driver on a few thousand pixels (seconds, docs/design.md,
+    "Quicklooks")."""
+    store = run.store
+    if reuse and (kept := store.get_json(_QUICKLOOK_BASIS)) is not None:
+        return PcaBasis.from_dict(kept)
+    meter = Meter(0)
+    sample = _embedding_sample(
+        run.request, run.items, run.tiles, windows=windows, size=size, progress=progress
+    )
+    if len(sample) < 16:
+        progress(f"quicklooks: {len(sample)} valid pixels in the sample windows, no embedding quicklooks")
+        return None
+    basis = PcaBasis.fit(sample)
+    store.put_json(basis.to_dict(), _QUICKLOOK_BASIS)
+    progress(f"quicklooks: PCA basis of the embedding fit on {len(sample)} pixels ({meter.elapsed:.1f}s)")
+    return basis
+
+
 @dataclass
 class MapRun:
     """A mapping run checked and ready to go, nothing written yet (:func:`prepare_run`): its items, model and
@@ -482,6 +606,9 @@ class MapRun:
                 "(jobs/train_head.py --checkpoint ...), or map with the encoder the head was fit on"
             )
         products = tile_products(bands, head, with_embedding=request.write_embedding)
+        basis = None
+        if "embedding" in products:
+            basis = quicklook_basis(self, reuse=reuse, progress=progress)
         if before is None or request.update:  # what the run is: written before any tile
             manifest.save(store)
             store.put_bytes(dumps_ndjson(self.items), "items.ndjson")
@@ -489,7 +616,7 @@ class MapRun:
             monitor.start(tiles, manifest.tiles, todo)
         todo_inputs = {t.tile_id: inputs[t.tile_id] for t in todo}  # what the workers need: not every tile's
         publisher = TilePublisher.for_run(
-            request, manifest, products, head, todo_inputs, versions, encoder=self.model
+            request, manifest, products, head, todo_inputs, versions, encoder=self.model, basis=basis
         )
         written, pixels, failed = _map_tiles(
             request, self.items, todo, publisher, manifest, progress, monitor
@@ -560,7 +687,7 @@ class MapRun:
                 keys += [*entry.get("files", []), f"tiles/{tile.tile_id}/item.json"]
             keys.append(f"{STATUS}{tile.tile_id}.json")
         if self.before is None:
-            keys += ["manifest.json", "items.ndjson", *store.list(f"{_HEAD_PREFIX}/")]
+            keys += ["manifest.json", "items.ndjson", *store.list(f"{_HEAD_PREFIX}/"), _QUICKLOOK_BASIS]
         for key in keys:
             store.delete(key)
 
@@ -627,15 +754,19 @@ def write_run_products(
     folders: Mapping[str, str],
 ) -> list[str]:
     """The run-level outputs derived from its published tiles (``tiles``, all done, their files in ``folders``):
-    the mosaics, and the STAC collection of their items with the mosaics as its assets. Returns the keys
+    the mosaics, the run's quicklooks (composed from the tiles', :func:`~pimc_ray.io.quicklooks.write_run_quicklooks`),
+    and the STAC collection of their items with the mosaics and quicklooks as its assets. Returns the keys
     written."""
     items = [store.get_json(f"tiles/{t.tile_id}/item.json") for t in tiles]
     mosaics = write_mosaics(store, tiles, products, folders=folders)
+    quicklooks = write_run_quicklooks(store, items)
     store.put_json(
-        output_collection(items, collection=collection, description=description, mosaics=mosaics),
+        output_collection(
+            items, collection=collection, description=description, mosaics=mosaics, assets=quicklooks
+        ),
         "collection.json",
     )
-    return [*mosaics, "collection.json"]
+    return [*mosaics, *(a["href"].removeprefix("./") for a in quicklooks.values()), "collection.json"]
 
 
 def _description(manifest: RunManifest, encoder: str) -> str:

@@ -1,25 +1,31 @@
-"""STAC items and collection of mapping outputs, from COGs written and published by a RasterSet as a tile's are.
+"""STAC items and collection of mapping outputs, from COGs and quicklooks written and published by a RasterSet as
+a tile's are.
 
 Checked against independent references: stac-validator with the official core and extension schemas (vendored
 in tests/fixtures/stac-extension-schemas), hashlib and the file system on the bytes published, NumPy on the
-rasters GDAL reads back, and the head whose classes the class map holds. A broken field of each extension must
-fail validation, so that the validator is seen to check them.
+rasters GDAL reads back, GDAL's nearest-neighbour resampling of the COGs for the quicklooks, and the head whose
+classes the class map holds. A broken field of each extension must fail validation, so that the validator is seen
+to check them.
 """
 
 import copy
 import datetime as dt
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pytest
 import rasterio
 import shapely.geometry
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 
 from pimc_ray.data.tiles import TileGrid
+from pimc_ray.io.quicklooks import PcaBasis, write_run_quicklooks
 from pimc_ray.io.rasters import RasterSet
 from pimc_ray.io.stac_items import LICENSE_LINK, MLM, ModelCard, output_collection, tile_item
-from pimc_ray.mapping.maps import tile_products
+from pimc_ray.mapping.maps import QUICKLOOK_FILES, tile_products, tile_quicklooks
 from pimc_ray.models.heads import LinearClassifier
 from pimc_ray.storage import open_store
 from tests.stac_validation import schema_errors, validate
@@ -31,13 +37,18 @@ HEAD = LinearClassifier(
     class_names={1: "winter_cereal", 2: "summer crop", 10: "grassland"},
     class_colors={1: "e6be3c", 2: "fa7814", 10: "2ca02c"},
 )
+#: The run's PCA basis of the embedding quicklooks (fit on what the windows draw from)
+BASIS = PcaBasis.fit(np.random.default_rng(1).normal(size=(500, DIM)))
+#: Quicklooks of at most 16 pixels a side: every third pixel of a 48-pixel tile
+QUICKLOOK_SIZE = 16
 
 
 def _write_tile(tile, folder, store, rng):
     """Two 16-row windows of the three products (the last 16 rows stay unwritten: nodata); returns the keys and
     the published files."""
     products = tile_products([f"emb_{i:02d}" for i in range(DIM)], HEAD)
-    rasters = RasterSet(tile, folder, products, {"pimc_tile": tile.tile_id})
+    quicklooks = tile_quicklooks(products, BASIS, max_size=QUICKLOOK_SIZE)
+    rasters = RasterSet(tile, folder, products, {"pimc_tile": tile.tile_id}, quicklooks=quicklooks)
     for row in (0, 16):
         emb = rng.normal(size=(DIM, 16, SIZE)).astype(np.float32)
         emb[:, :3, :5] = np.nan  # cloud: nodata in every band
@@ -49,8 +60,12 @@ def _write_tile(tile, folder, store, rng):
         rasters.write(
             "qa", np.where(valid, rng.integers(1, 30, (16, SIZE)), 0)[None].astype(np.uint16), row, 0
         )
-    keys = rasters.publish(store, {name: f"tiles/{tile.tile_id}/v1/{name}.tif" for name in products})
-    return products, keys, rasters.files
+    keys = rasters.publish(
+        store,
+        {name: f"tiles/{tile.tile_id}/v1/{name}.tif" for name in products}
+        | {name: f"tiles/{tile.tile_id}/v1/{QUICKLOOK_FILES[name]}" for name in quicklooks},
+    )
+    return products, keys, rasters.files, quicklooks
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +100,7 @@ def run(tmp_path_factory):
     footprint = shapely.geometry.box(0, 0, 1, 1)
     for col in (10, 11):
         tile = TileGrid(SIZE).tile(32632, col, 1000, footprint)
-        products, keys, files = _write_tile(tile, root / "work" / tile.tile_id, store, rng)
+        products, keys, files, quicklooks = _write_tile(tile, root / "work" / tile.tile_id, store, rng)
         item = tile_item(
             tile,
             keys,
@@ -95,11 +110,13 @@ def run(tmp_path_factory):
             properties={"pimc:model": f"checkpoint sha256:{card.weights_sha256}", "pimc:version": 1},
             files=files,
             model=card,
+            quicklooks=quicklooks,
         )
         store.put_json(item, f"tiles/{tile.tile_id}/item.json")
         items.append(item)
         paths[tile.tile_id] = out / "tiles" / tile.tile_id / "item.json"
-    collection = output_collection(items, collection="pimc-maps", description="test run")
+    assets = write_run_quicklooks(store, items)
+    collection = output_collection(items, collection="pimc-maps", description="test run", assets=assets)
     store.put_json(collection, "collection.json")
     return {"out": out, "items": items, "paths": paths, "collection": collection, "weights": weights}
 
@@ -138,7 +155,7 @@ def test_raster_statistics_are_numpys_on_the_cogs_read_back(run):
     for path in run["paths"].values():
         item = json.loads(path.read_text())
         for name, asset in item["assets"].items():
-            if name == "model":
+            if name == "model" or "thumbnail" in asset["roles"]:
                 continue
             with rasterio.open(path.parent / asset["href"]) as src:
                 data, nodata = src.read().astype(np.float64), src.nodata
@@ -188,9 +205,12 @@ def test_mlm_names_the_encoder_and_its_weights_by_hash(run):
 
 def test_collection_describes_every_product_and_links_the_licence(run):
     collection, item = run["collection"], run["items"][0]
-    assert set(collection["item_assets"]) == {"embedding", "classes", "qa"}
+    assert set(collection["item_assets"]) == {"embedding", "classes", "qa", "thumbnail", "thumbnail_classes"}
     for name, definition in collection["item_assets"].items():
         assert "href" not in definition and "file:checksum" not in definition
+        if "thumbnail" in definition["roles"]:  # each tile's grid is its own
+            assert not [k for k in definition if k.startswith("proj:")]
+            continue
         assert definition["raster:bands"] == [
             {k: v for k, v in b.items() if k != "statistics"} for b in item["assets"][name]["raster:bands"]
         ]
@@ -228,6 +248,7 @@ def _set(path, value):
         ("raster", _set(["assets", "qa", "raster:bands", 0, "data_type"], "uint12")),
         ("raster", _set(["assets", "qa", "raster:bands", 0, "statistics", "mean"], "high")),
         ("eo", _set(["assets", "qa", "eo:bands"], [])),
+        ("projection", _set(["assets", "thumbnail", "proj:shape"], [16])),
         ("file", _set(["assets", "qa", "file:checksum"], "sha256:ABC")),
         ("file", _set(["assets", "qa", "file:size"], -1)),
         ("classification", _set([*CLASS_1, "name"], "a b")),
@@ -266,3 +287,73 @@ def test_a_band_without_valid_pixels_has_no_moments_and_validates(tmp_path):
     path.write_text(json.dumps(item))
     valid, messages = validate(path)
     assert valid, messages
+
+
+def _nearest(path, shape):
+    """A COG read by GDAL resampled to ``shape`` (nearest neighbour), as a quicklook samples it."""
+    with rasterio.open(path) as src:
+        assert not src.overviews(1)  # a 48-pixel COG has none: GDAL resamples the full resolution
+        colormap = src.colormap(1) if src.colorinterp[0].name == "palette" else None
+        return src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest), colormap
+
+
+def _png(path):
+    """``(bands, palette or None)`` of a PNG as GDAL reads it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            assert src.driver == "PNG"
+            return src.read(), (src.colormap(1) if src.colorinterp[0].name == "palette" else None)
+
+
+def test_tile_quicklooks_are_the_cogs_resampled_by_gdal(run):
+    """Every third pixel of the 48-pixel tiles (the centre of each 3 x 3 cell), as GDAL's nearest neighbour picks
+    it: the embedding in the basis's colours, transparent exactly where it is nodata; the classes as their ids in
+    the head's colours, nodata transparent."""
+    for path in run["paths"].values():
+        item = json.loads(path.read_text())
+        thumbnail, classes = item["assets"]["thumbnail"], item["assets"]["thumbnail_classes"]
+        assert thumbnail["href"] == "./v1/quicklook.png" and classes["href"] == "./v1/quicklook_classes.png"
+        assert thumbnail["proj:shape"] == classes["proj:shape"] == [16, 16]
+        a, b, x0, d, e, y0 = item["properties"]["proj:transform"]
+        assert thumbnail["proj:transform"] == [3 * a, b, x0, d, 3 * e, y0]  # every third pixel
+
+        image, palette = _png(path.parent / thumbnail["href"])
+        embedding, _ = _nearest(path.parent / item["assets"]["embedding"]["href"], (16, 16))
+        nodata = np.isnan(embedding).any(axis=0)
+        assert image.shape == (4, 16, 16) and palette is None
+        assert nodata.any() and not nodata.all()
+        np.testing.assert_array_equal(image[3], np.where(nodata, 0, 255))
+        np.testing.assert_array_equal(image, BASIS.rgba(embedding))
+        assert len(np.unique(image[:3, ~nodata].reshape(3, -1), axis=1).T) > 20  # not one colour
+
+        ids, palette = _png(path.parent / classes["href"])
+        class_map, colormap = _nearest(path.parent / item["assets"]["classes"]["href"], (16, 16))
+        np.testing.assert_array_equal(ids[0], class_map[0])
+        assert palette[0][3] == 0 and set(np.unique(ids[0])) == {0, 1, 2, 10}
+        for value in np.unique(ids[0]):  # the PNG's colours are the COG's, which are the head's
+            assert palette[int(value)] == colormap[int(value)] == HEAD.colormap()[int(value)]
+        legend = {
+            c["value"]: c["color_hint"].lower() for c in classes["classification:classes"] if c["value"]
+        }
+        assert legend == HEAD.class_colors
+
+
+def test_the_runs_quicklooks_are_the_tiles_side_by_side(run):
+    """Two neighbouring tiles of one zone: the run's quicklooks are theirs, left and right, on the zone's grid."""
+    out, collection = run["out"], run["collection"]
+    left, right = run["items"]
+    for key, name in (("thumbnail", "quicklook.png"), ("thumbnail_classes", "quicklook_classes.png")):
+        asset = collection["assets"][key]
+        assert (asset["href"], asset["type"], asset["roles"]) == (f"./{name}", "image/png", ["thumbnail"])
+        assert asset["proj:shape"] == [16, 32] and asset["proj:code"] == "EPSG:32632"
+        x0, _, _, y1 = left["properties"]["proj:bbox"]
+        assert (asset["proj:transform"][2], asset["proj:transform"][5]) == (x0, y1)
+        image, _ = _png(out / name)
+        for item, cols in ((left, slice(0, 16)), (right, slice(16, 32))):
+            tile, _ = _png(out / "tiles" / item["properties"]["pimc:tile"] / item["assets"][key]["href"])
+            np.testing.assert_array_equal(image[:, :, cols], tile)
+    classes = collection["assets"]["thumbnail_classes"]["classification:classes"]
+    assert classes == left["assets"]["thumbnail_classes"]["classification:classes"]
+    legend = (out / collection["assets"]["legend_classes"]["href"]).read_text()
+    assert all(name in legend for name in HEAD.class_names.values())

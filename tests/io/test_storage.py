@@ -54,6 +54,8 @@ def test_s3_store_and_gdal_read_back(s3, tmp_path):
     )
     store.put_file(local, "tiles/a.tif")
     store.put_json({"k": [1, 2]}, "m.json")
+    (tmp_path / "q.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    store.put_file(tmp_path / "q.png", "tiles/q.png")
     big = tmp_path / "big.parquet"
     big.write_bytes(os.urandom(6 << 20))  # over the 5 MB part size: a multipart upload
     store.put_file(big, "snap/big.parquet")
@@ -62,8 +64,8 @@ def test_s3_store_and_gdal_read_back(s3, tmp_path):
     assert store.uri("tiles/a.tif") == f"s3://pimc-test/{prefix}/tiles/a.tif"
     with rasterio.Env(**gdal_s3_env()), rasterio.open(store.gdal_path("tiles/a.tif")) as src:
         np.testing.assert_array_equal(src.read(), data)
-    assert store.list("tiles/") == ["tiles/a.tif"] and store.list("nothing/") == []
-    assert store.list("") == ["m.json", "snap/big.parquet", "tiles/a.tif"]
+    assert store.list("tiles/") == ["tiles/a.tif", "tiles/q.png"] and store.list("nothing/") == []
+    assert store.list("") == ["m.json", "snap/big.parquet", "tiles/a.tif", "tiles/q.png"]
 
     client = boto3.client("s3")  # endpoint and keys from the environment
     assert (
@@ -72,6 +74,7 @@ def test_s3_store_and_gdal_read_back(s3, tmp_path):
     )
     for key, media in (("tiles/a.tif", "image/tiff; application=geotiff; profile=cloud-optimized"),
                        ("m.json", "application/json"),
+                       ("tiles/q.png", "image/png"),
                        ("snap/big.parquet", "application/vnd.apache.parquet")):  # fmt: skip
         head = client.head_object(Bucket="pimc-test", Key=f"{prefix}/{key}")
         assert head["ContentType"] == media == content_type(key)

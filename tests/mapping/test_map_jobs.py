@@ -13,12 +13,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.io import MemoryFile
 from rasterio.warp import Resampling, reproject
 from rio_cogeo.cogeo import cog_validate
 
@@ -77,9 +80,9 @@ def read_json(key):
 
 
 def check_stac(out):
-    """A run's items and collection in a local folder, validated against the official schemas, each COG asset's
-    size and checksum checked against its bytes (hashlib) and its bands' statistics against NumPy on what GDAL
-    reads back; returns the items."""
+    """A run's items and collection in a local folder, validated against the official schemas, each asset's size
+    and checksum checked against its bytes (hashlib), each COG's bands' statistics against NumPy on what GDAL
+    reads back, and the quicklooks against the COGs (:func:`check_quicklooks`); returns the items."""
     items = []
     for path in sorted((out / "tiles").glob("*/item.json")):
         valid, messages = validate(path)
@@ -91,6 +94,8 @@ def check_stac(out):
                 len(data),
                 f"1220{hashlib.sha256(data).hexdigest()}",
             )
+            if "thumbnail" in asset["roles"]:
+                continue
             with rasterio.open(path.parent / asset["href"]) as src:
                 bands, nodata = src.read().astype(np.float64), src.nodata
             for band, meta in zip(bands, asset["raster:bands"], strict=True):
@@ -103,7 +108,75 @@ def check_stac(out):
         items.append(item)
     valid, messages = validate(out / "collection.json")
     assert valid, messages
+    check_quicklooks(lambda key: (out / key).read_bytes(), str(out), items)
     return items
+
+
+def read_png(data):
+    """``(bands, palette or None)`` of PNG bytes, as GDAL reads them."""
+    with warnings.catch_warnings(), MemoryFile(data) as memory:
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with memory.open(driver="PNG") as src:
+            return src.read(), (src.colormap(1) if src.colorinterp[0].name == "palette" else None)
+
+
+def check_quicklooks(get, root, items):
+    """Every tile's quicklooks against its COGs read back by GDAL (``root``: a folder or ``/vsis3/`` prefix; ``get``
+    reads a key's bytes), and the run's quicklooks against the tiles' (one zone: an exact composition) and the
+    class mosaic. Tiles of at most 512 pixels: a quicklook pixel is a COG pixel."""
+    collection = json.loads(get("collection.json"))
+    for item in items:
+        tile = item["properties"]["pimc:tile"]
+        thumbnails = {k: a for k, a in item["assets"].items() if "thumbnail" in a["roles"]}
+        assert ("thumbnail" in thumbnails) == ("embedding" in item["assets"])
+        assert ("thumbnail_classes" in thumbnails) == ("classes" in item["assets"])
+        for key, asset in thumbnails.items():
+            assert asset["type"] == "image/png" and asset["roles"] == ["thumbnail"]
+            assert asset["proj:shape"] == item["properties"]["proj:shape"]  # no downsampling at these sizes
+            assert asset["href"].rsplit("/", 1)[0] == item["assets"]["qa"]["href"].rsplit("/", 1)[0]  # v<N>/
+            image, palette = read_png(get(f"tiles/{tile}/{asset['href'].removeprefix('./')}"))
+            assert image.shape[1:] == tuple(asset["proj:shape"])
+            product = "embedding" if key == "thumbnail" else "classes"
+            with rasterio.Env(**gdal_s3_env()):
+                with rasterio.open(f"{root}/tiles/{tile}/{item['assets'][product]['href'][2:]}") as src:
+                    cog, colormap = src.read(), (src.colormap(1) if product == "classes" else None)
+            if product == "embedding":  # RGBA: transparent exactly where the embedding is nodata
+                assert palette is None and image.shape[0] == 4
+                nodata = np.isnan(cog).any(axis=0)
+                np.testing.assert_array_equal(image[3] == 0, nodata)
+                assert (image[3][~nodata] == 255).all() and (image[:3, nodata] == 0).all()
+                assert len(np.unique(image[:3, ~nodata].reshape(3, -1), axis=1).T) > 10  # not one colour
+            else:  # palette: the class ids of the COG, in the COG's (the head's) colours; nodata transparent
+                assert image.shape[0] == 1 and palette[0][3] == 0
+                np.testing.assert_array_equal(image[0], cog[0])
+                rng = np.random.default_rng(0)
+                for r, c in zip(*(rng.integers(0, n, 50) for n in image.shape[1:]), strict=True):
+                    assert palette[int(image[0, r, c])] == colormap[int(cog[0, r, c])], (tile, r, c)
+    for key in {k for i in items for k, a in i["assets"].items() if "thumbnail" in a["roles"]}:
+        asset = collection["assets"][key]
+        name = asset["href"].removeprefix("./")
+        assert name == items[0]["assets"][key]["href"].rsplit("/", 1)[1] and asset["roles"] == ["thumbnail"]
+        run, palette = read_png(get(name))
+        assert max(run.shape[1:]) <= 1024
+        with rasterio.Env(**gdal_s3_env()):  # the run's grid is the mosaic's (one zone, no downsampling)
+            product = "embedding" if key == "thumbnail" else "classes"
+            mosaic = next(n for n in collection["assets"] if n.startswith(f"mosaic_{product}_"))
+            with rasterio.open(f"{root}/{collection['assets'][mosaic]['href'][2:]}") as src:
+                assert run.shape[1:] == src.shape
+                left, top = src.bounds.left, src.bounds.top
+                if product == "classes":
+                    np.testing.assert_array_equal(run[0], src.read(1))
+        for item in items:  # each tile's quicklook is where the tile is
+            tile = item["properties"]["pimc:tile"]
+            image, _ = read_png(get(f"tiles/{tile}/{item['assets'][key]['href'][2:]}"))
+            transform = item["assets"][key]["proj:transform"]
+            col, row = round((transform[2] - left) / transform[0]), round((top - transform[5]) / transform[0])
+            part = run[:, row : row + image.shape[1], col : col + image.shape[2]]
+            np.testing.assert_array_equal(part, image, err_msg=f"{key} of {tile} in the run's quicklook")
+        if key == "thumbnail_classes":
+            legend = get(collection["assets"]["legend_classes"]["href"][2:]).decode()
+            classes = asset["classification:classes"]
+            assert all(c["title"] in legend for c in classes if not c.get("nodata"))
 
 
 def ground_truth_on(src, archive):
@@ -167,6 +240,7 @@ def test_stac_items_and_collection_validate(s3_run, tmp_path):
     prefix, _ = s3_run
     manifest = read_json(f"{prefix}/manifest.json")
     head = load_head(open_store(f"s3://{BUCKET}/{prefix}"), "head")  # the head the run fit and used
+    items = []
     for tile in manifest["tiles"]:
         path = tmp_path / f"{tile}.json"
         item = read_json(f"{prefix}/tiles/{tile}/item.json")
@@ -184,12 +258,23 @@ def test_stac_items_and_collection_validate(s3_run, tmp_path):
             )
         classes = item["assets"]["classes"]["raster:bands"][0]["classification:classes"]
         assert {c["value"]: c["title"] for c in classes if not c.get("nodata")} == head.class_names
+        legend = item["assets"]["thumbnail_classes"]["classification:classes"]  # the class quicklook's legend
+        assert [{k: c[k] for k in ("value", "title", "color_hint") if k in c} for c in legend] == [
+            {k: c[k] for k in ("value", "title", "color_hint") if k in c} for c in classes
+        ]
+        items.append(item)
     path = tmp_path / "collection.json"
     collection = read_json(f"{prefix}/collection.json")
     path.write_text(json.dumps(collection))
     valid, messages = validate(path)
     assert valid, messages
-    assert set(collection["item_assets"]) == {"embedding", "classes", "qa"}
+    assert set(collection["item_assets"]) == {"embedding", "classes", "qa", "thumbnail", "thumbnail_classes"}
+    assert {"thumbnail", "thumbnail_classes", "legend_classes"} <= set(collection["assets"])
+
+    def get(key):
+        return boto3.client("s3").get_object(Bucket=BUCKET, Key=f"{prefix}/{key}")["Body"].read()
+
+    check_quicklooks(get, f"/vsis3/{BUCKET}/{prefix}", items)
 
 
 @pytest.mark.slow
@@ -459,6 +544,21 @@ def test_reads_that_became_nodata_mark_the_tile_degraded_and_a_rerun_maps_it_aga
     assert again.returncode == 0, again.stderr
     assert f"{len(degraded)} changed" in again.stdout
     assert {t for t, e in status().items() if e["version"] == 2} == degraded
+    for tile in degraded:  # version 2's COGs and quicklook replaced version 1's, which are gone
+        folder = out / "tiles" / tile
+        assert sorted(p.name for p in (folder / "v2").iterdir()) == [
+            "embedding.tif",
+            "qa.tif",
+            "quicklook.png",
+        ]
+        assert not list(folder.glob("v1/*"))
+        assert (
+            json.loads((folder / "item.json").read_text())["assets"]["thumbnail"]["href"]
+            == "./v2/quicklook.png"
+        )
+    assert (
+        json.loads((out / "collection.json").read_text())["assets"]["thumbnail"]["href"] == "./quicklook.png"
+    )
 
 
 def test_dry_run_plans_and_writes_nothing(stac_api, tmp_path):
@@ -548,11 +648,13 @@ def test_derive_rebuilds_the_manifest_collection_and_mosaics_from_the_tiles(stac
     assert run_job(job_args(stac_api.url, out, **{"--workers": "0", "--tile-size": "128"})).returncode == 0
 
     def derived():
-        """The run-level files: JSON as data, mosaics as what GDAL reads from them."""
+        """The run-level files: JSON as data, mosaics as what GDAL reads from them, quicklooks as bytes."""
         files = {}
         for path in sorted(p for p in out.iterdir() if p.is_file() and p.name != "items.ndjson"):
             if path.suffix == ".json":
                 files[path.name] = json.loads(path.read_text())
+            elif path.suffix in (".png", ".svg"):
+                files[path.name] = path.read_bytes()
             else:
                 with rasterio.open(path) as src:
                     files[path.name] = (src.read(), src.descriptions, src.transform, src.crs)
@@ -560,7 +662,8 @@ def test_derive_rebuilds_the_manifest_collection_and_mosaics_from_the_tiles(stac
 
     check_stac(out)  # no checkpoint: no mlm extension, the others validate
     before = derived()
-    assert {"manifest.json", "collection.json"} < set(before) and any(n.startswith("mosaic_") for n in before)
+    assert {"manifest.json", "collection.json", "quicklook.png"} < set(before)
+    assert any(n.startswith("mosaic_") for n in before)
     manifest = before["manifest.json"]
     for name in before:
         (out / name).unlink()
@@ -576,7 +679,7 @@ def test_derive_rebuilds_the_manifest_collection_and_mosaics_from_the_tiles(stac
     after = derived()
     assert set(after) == set(before)
     for name, content in before.items():
-        if name.endswith(".json"):
+        if name.endswith((".json", ".png", ".svg")):
             assert after[name] == content, name
         else:
             np.testing.assert_array_equal(after[name][0], content[0], err_msg=name)
