@@ -69,7 +69,14 @@ from pimc_ray.data.catalogs import BANDS
 from pimc_ray.data.labels import StacLabels
 from pimc_ray.data.stac import Item, dumps_ndjson, search_items
 from pimc_ray.data.tiles import OutputGrid, Tile, TileGrid, Window, ZoneTiles
-from pimc_ray.errors import AllCloudError, InvalidConfigError, OutputExistsError, PimcError, TilesFailedError
+from pimc_ray.errors import (
+    AllCloudError,
+    InvalidConfigError,
+    OutputExistsError,
+    PimcError,
+    StorageError,
+    TilesFailedError,
+)
 from pimc_ray.io.manifest import STATUS, RunManifest, publish_status, status_entry
 from pimc_ray.io.mosaic import write_mosaics
 from pimc_ray.io.quicklooks import PcaBasis, Quicklook, class_palette, write_run_quicklooks
@@ -866,6 +873,8 @@ def _map_tiles(
     for index, record in records:
         tile_id = todo[index].tile_id
         if isinstance(record, GroupFailure):  # the worker could not publish, or died: not published
+            if record.error.startswith(f"{StorageError.__name__}:"):
+                _check_store_answers(publisher.store, tile_id, record.error)
             entry = status_entry("failed", error=record.error)
             if tile_id in publisher.versions:
                 entry["kept_version"] = publisher.versions[tile_id]
@@ -881,6 +890,22 @@ def _map_tiles(
         if monitor is not None:
             monitor.tile(tile_id, entry)
     return written, pixels, failed
+
+
+def _check_store_answers(store: Store, tile_id: str, error: str) -> None:
+    """After a tile failed to publish: end the run if the output store itself stopped answering (every tile
+    after it would wait out the same retries and fail alike), else let the tile fail on its own.
+
+    Raises:
+        StorageError: one line naming the store and the first error; the tiles published before are kept.
+    """
+    try:
+        store.exists(_HEAD_PREFIX + "/probe")  # any request: the answer does not matter, getting one does
+    except StorageError:
+        raise StorageError(
+            f"the output store {store.uri('')} stopped answering (tile {tile_id}: {error}); the tiles published "
+            "before are kept: rerun the same command when it answers again"
+        ) from None
 
 
 def dry_run(request: MapRequest, *, progress: Progress = print) -> dict[str, Any]:

@@ -136,3 +136,52 @@ def test_an_s3_store_restarted_mid_run_is_retried_and_the_maps_equal_a_run_witho
         assert_equal_maps(arrays, reference)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_an_s3_store_gone_for_good_ends_the_run_with_one_line_and_a_rerun_completes_it(
+    stac_api, reference, tmp_path, monkeypatch
+):
+    """It was a traceback (exit 1), after every remaining tile had waited out the retries on its own."""
+    server = LocalS3Server((BUCKET,), data_dir=tmp_path / "s3").start()
+    try:
+        env = server.env()
+        client = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
+        args = job_args(stac_api.url, f"s3://{BUCKET}/run", **{"--workers": "0"})
+        proc = start_job(args, env)
+        wait_for(
+            lambda: len(client.list_objects_v2(Bucket=BUCKET, Prefix="run/status/").get("Contents", [])) >= 1,
+            proc,
+            "a tile published",
+        )
+        server.stop()
+        stdout, stderr = proc.communicate(timeout=600)
+        lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2, stderr[-3000:]
+        assert len(lines) == 1 and "stopped answering" in lines[0] and "rerun the same command" in lines[0], (
+            lines
+        )
+        assert "Traceback" not in stderr
+
+        server.start()  # back, with the tiles published before
+        rerun = start_job(args, env)
+        stdout, stderr = rerun.communicate(timeout=600)
+        assert rerun.returncode == 0, stderr[-3000:]
+        assert "skipped" in stdout
+
+        def read_json(key: str):
+            return json.loads(client.get_object(Bucket=BUCKET, Key=f"run/{key}")["Body"].read())
+
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with rasterio.Env(**gdal_s3_env()):
+            arrays = tile_arrays(read_json, lambda key: f"/vsis3/{BUCKET}/run/{key}")
+        assert_equal_maps(arrays, reference)
+    finally:
+        server.stop()
