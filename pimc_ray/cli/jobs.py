@@ -200,9 +200,16 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
 
 def indices_parser() -> argparse.ArgumentParser:
     """The indices job's parser."""
-    return _area_parser(
+    p = _area_parser(
         "Export the regular-grid NDVI, EVI and SAVI series of an area of interest as COGs, with QA."
     )
+    p.add_argument(
+        "--accept-degraded",
+        action="store_true",
+        help="keep zones published with reads that became nodata (--on-unreadable nodata) as done; without it, a "
+        "rerun computes them again",
+    )
+    return p
 
 
 def indices_main(argv: Sequence[str] | None = None) -> int:
@@ -214,7 +221,8 @@ def indices_main(argv: Sequence[str] | None = None) -> int:
         from pimc_ray.mapping.requests import AreaRequest
 
         t0 = time.perf_counter()
-        result = export_indices(AreaRequest(**_area(args)), progress=say)  # type: ignore[arg-type]
+        request = AreaRequest(**_area(args))  # type: ignore[arg-type]
+        result = export_indices(request, accept_degraded=args.accept_degraded, progress=say)
         note = " (already done, skipped)" if result.skipped else ""
         _print_outputs(
             [f"{result.out}/{key}{note}" for key in result.keys], result.pixels, time.perf_counter() - t0

@@ -55,6 +55,8 @@ class IndexBlock:
     """(3, T, h, w) float32 NDVI, EVI, SAVI; NaN nodata."""
     qa: np.ndarray
     """(3, h, w) int32 valid count, first and last valid date (YYYYMMDD)."""
+    substituted: int = 0
+    """Reads that failed and became nodata (``on_unreadable="nodata"``): the block is degraded."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class IndexExporter:
         count = np.where(outside, 0, series.valid_count).astype(np.int32)
         qa = np.stack([count, yyyymmdd(series.first_valid), yyyymmdd(series.last_valid)])
         qa[:, outside] = 0
-        return IndexBlock(window, indices.reshape(3, -1, *shape), qa.reshape(3, *shape))
+        return IndexBlock(window, indices.reshape(3, -1, *shape), qa.reshape(3, *shape), series.substituted)
 
 
 def index_products(dates: list[str]) -> dict[str, RasterProduct]:
@@ -98,8 +100,13 @@ def index_products(dates: list[str]) -> dict[str, RasterProduct]:
     return products
 
 
-def export_indices(request: AreaRequest, *, progress: Progress = logger.info) -> IndicesSummary:
+def export_indices(
+    request: AreaRequest, *, accept_degraded: bool = False, progress: Progress = logger.info
+) -> IndicesSummary:
     """Write the regular-grid index series and QA of ``request.aoi``.
+
+    A zone with reads that became nodata (``on_unreadable="nodata"``) is published with their count
+    (``substituted_reads`` in its status) and computed again by a rerun, unless ``accept_degraded``.
 
     Raises:
         NoItemsFoundError, CatalogUnreachableError, AllCloudError, OutputExistsError: nothing is written then.
@@ -116,10 +123,13 @@ def export_indices(request: AreaRequest, *, progress: Progress = logger.info) ->
     manifest = RunManifest.load(store)
     if manifest is not None:
         manifest.check_same_run(key, "indices", request.out)
-        if set(zones) <= manifest.done():
+        degraded = [z for z in zones if manifest.tiles.get(z, {}).get("substituted_reads")]
+        if set(zones) <= manifest.done() and (accept_degraded or not degraded):
             progress(f"outputs for run {key} already in {request.out}; nothing to do")
             pixels = sum(int(manifest.tiles[z].get("pixels", 0)) for z in zones)
             return IndicesSummary(request.out, keys, pixels, skipped=True)
+        if degraded and not accept_degraded:
+            progress(f"computing again {', '.join(degraded)}: published with reads that became nodata")
     progress(f"{len(items)} items")
     tasks = [(g, w) for g in grids for w in g.windows(request.window_size)]
     with temporary_folder("pimc-indices-") as tmp:
@@ -128,7 +138,7 @@ def export_indices(request: AreaRequest, *, progress: Progress = logger.info) ->
             Path(tmp, zone).mkdir()
             sets.append(RasterSet(grid, Path(tmp, zone), products, {"pimc_run": key}))
         try:
-            counts = _write_windows(request, items, tasks, grids, sets, progress)
+            counts, substituted = _write_windows(request, items, tasks, grids, sets, progress)
             if sum(counts) == 0:
                 raise AllCloudError(
                     f"no AOI pixel has {request.spec.timegrid.min_valid} or more cloud-free observations between "
@@ -143,11 +153,18 @@ def export_indices(request: AreaRequest, *, progress: Progress = logger.info) ->
         )
         manifest.save(store)  # what the run is, before any zone's status object
         store.put_bytes(dumps_ndjson(items), "items.ndjson")
-        for zone, rasters, pixels in zip(zones, sets, counts, strict=True):
+        for zone, rasters, pixels, lost in zip(zones, sets, counts, substituted, strict=True):
             written = rasters.publish(store, {name: f"{name}_{zone}.tif" for name in products})
-            manifest.mark(zone, "done", files=sorted(written.values()), pixels=pixels)
+            details = {"substituted_reads": lost} if lost else {}
+            manifest.mark(zone, "done", files=sorted(written.values()), pixels=pixels, **details)
             manifest.publish(store, zone)
         manifest.save(store)
+    if any(substituted):
+        per_zone = ", ".join(f"{z} {n}" for z, n in zip(zones, substituted, strict=True) if n)
+        progress(
+            f"degraded: reads that became nodata (--on-unreadable nodata) per zone: {per_zone}; a rerun computes "
+            "them again, --accept-degraded keeps them"
+        )
     progress(
         f"wrote {len(keys)} outputs to {request.out} ({sum(counts)} pixels with series, {meter.elapsed:.0f}s)"
     )
@@ -161,9 +178,10 @@ def _write_windows(
     grids: list[OutputGrid],
     sets: list[RasterSet],
     progress: Progress,
-) -> list[int]:
-    """Stream every window's indices into its zone's rasters; returns the valid pixels per zone."""
-    counts = [0] * len(grids)
+) -> tuple[list[int], list[int]]:
+    """Stream every window's indices into its zone's rasters; returns the valid pixels and the reads that became
+    nodata, per zone."""
+    counts, substituted = [0] * len(grids), [0] * len(grids)
     results = run_windows(
         tasks, SeriesReader(request.spec, items), IndexExporter, parallel=request.parallel, progress=progress,
         label="indices",
@@ -177,4 +195,5 @@ def _write_windows(
             rasters.write(name.lower(), block.indices[i], w.row, w.col)
         rasters.write("qa", block.qa, w.row, w.col)
         counts[zone] += int(np.isfinite(block.indices[0, 0]).sum())
-    return counts
+        substituted[zone] += block.substituted
+    return counts, substituted

@@ -142,3 +142,34 @@ def test_cli_entry_point(stac_api, tmp_path, capsys):
     assert "summary:" in capsys.readouterr().out
     assert indices_main([*args[:-4], "--min-valid", "0", "--workers", "0"]) == 2
     assert "--min-valid must be at least 1" in capsys.readouterr().err
+
+
+def test_reads_that_became_nodata_mark_the_zone_degraded_and_a_rerun_computes_it_again(
+    stac_api, sample_archive, tmp_path, capsys
+):
+    """The mapping jobs counted such reads; the indices job published the zone as done like any other."""
+    import json
+
+    items = [json.loads(line) for line in sample_archive.items_path.read_text().splitlines()]
+    items = [i for i in items if i.get("collection") == "sentinel-2-l2a"]
+    broken = [i for i in items if "_32TQS_" in i["id"]][5]
+    broken["assets"]["red"]["href"] = (tmp_path / "missing" / "B04.tif").as_uri()
+    snapshot = tmp_path / "snapshot.ndjson"
+    snapshot.write_text("".join(json.dumps(i) + "\n" for i in items))
+    out = tmp_path / "out"
+    aoi = ",".join(f"{v:.6f}" for v in two_zone_aoi().bounds)
+    args = ["--aoi", aoi, "--start", "2022-01-01", "--end", "2022-12-31", "--stac-url", stac_api.url,
+            "--out", str(out), "--workers", "0", "--snapshot", str(snapshot), "--on-unreadable", "nodata"]  # fmt: skip
+
+    def status():
+        return {p.stem: json.loads(p.read_text()) for p in (out / "status").glob("*.json")}
+
+    assert indices_main(args) == 0
+    first = capsys.readouterr().out
+    assert "degraded:" in first and "--accept-degraded keeps them" in first
+    assert status()["epsg32632"]["substituted_reads"] > 0 and "substituted_reads" not in status()["epsg32633"]
+    assert indices_main([*args, "--accept-degraded"]) == 0  # accepted: nothing to do
+    assert "(already done, skipped)" in capsys.readouterr().out
+    assert indices_main(args) == 0  # not accepted: computed again
+    again = capsys.readouterr().out
+    assert "computing again epsg32632" in again and "(already done, skipped)" not in again
