@@ -310,3 +310,21 @@ def test_a_missing_run_fails_the_first_cell_with_what_to_set(env, message, s3, k
 
     with pytest.raises(CellExecutionError, match=re.escape(message)):
         execute("explore_run", kernel, tmp_path, env, monkeypatch)
+
+
+def test_the_demos_command_executes_a_notebook_headless(status_layer, kernel, tmp_path, monkeypatch):
+    """``make demo`` (and the README) run notebooks with ``jupytext --execute``, which needs nbconvert: it came
+    with JupyterLab only, and a fresh-clone demo failed at its last step once JupyterLab left the dev extra."""
+    monkeypatch.setenv("PIMC_RUN", status_layer)
+    monkeypatch.setenv("PIMC_FIGURES", str(tmp_path / "figures"))
+    out = tmp_path / "run_status.ipynb"
+    jupytext = Path(sys.executable).parent / "jupytext"
+    proc = subprocess.run(
+        [str(jupytext), "--to", "ipynb", "--execute", str(NOTEBOOKS / "run_status.py"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_figures(tmp_path / "figures", FIGURES["run_status"])
