@@ -900,7 +900,7 @@ def _check_store_answers(store: Store, tile_id: str, error: str) -> None:
         StorageError: one line naming the store and the first error; the tiles published before are kept.
     """
     try:
-        store.exists(_HEAD_PREFIX + "/probe")  # any request: the answer does not matter, getting one does
+        store.exists("manifest.json")  # any request: the answer does not matter, getting one does
     except StorageError:
         raise StorageError(
             f"the output store {store.uri('')} stopped answering (tile {tile_id}: {error}); the tiles published "

@@ -59,6 +59,34 @@ def tile_arrays(read_json, gdal_path) -> dict[tuple[str, str], np.ndarray]:
     return out
 
 
+def bucket_client(env: dict[str, str]):
+    """boto3 on the local store whose variables are ``env``."""
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+
+
+def published(client) -> int:
+    """Status objects of the run in the bucket: its tiles published so far."""
+    return len(client.list_objects_v2(Bucket=BUCKET, Prefix="run/status/").get("Contents", []))
+
+
+def bucket_maps(client, env: dict[str, str], monkeypatch) -> dict[tuple[str, str], np.ndarray]:
+    """The run's maps in the bucket, as :func:`tile_arrays` gives them."""
+
+    def read_json(key: str):
+        return json.loads(client.get_object(Bucket=BUCKET, Key=f"run/{key}")["Body"].read())
+
+    for name, value in env.items():  # GDAL takes the credentials from the environment only
+        monkeypatch.setenv(name, value)
+    with rasterio.Env(**gdal_s3_env()):
+        return tile_arrays(read_json, lambda key: f"/vsis3/{BUCKET}/run/{key}")
+
+
 @pytest.fixture(scope="module")
 def reference(stac_api, tmp_path_factory):
     """The run without faults, in a local folder: its arrays by (tile, product)."""
@@ -105,20 +133,9 @@ def test_an_s3_store_restarted_mid_run_is_retried_and_the_maps_equal_a_run_witho
     server = LocalS3Server((BUCKET,), data_dir=tmp_path / "s3").start()
     try:
         env = server.env()
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-        )
-
-        def published() -> int:
-            listing = client.list_objects_v2(Bucket=BUCKET, Prefix="run/status/")
-            return len(listing.get("Contents", []))
-
+        client = bucket_client(env)
         proc = start_job(job_args(stac_api.url, f"s3://{BUCKET}/run", **{"--workers": "0"}), env)
-        wait_for(lambda: published() >= 1, proc, "a tile published")
+        wait_for(lambda: published(client) >= 1, proc, "a tile published")
         server.stop()  # the store goes away mid-run ...
         time.sleep(5)
         server.start()  # ... and comes back on the same port with the same data
@@ -126,14 +143,7 @@ def test_an_s3_store_restarted_mid_run_is_retried_and_the_maps_equal_a_run_witho
         stdout, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-3000:]
 
-        def read_json(key: str):
-            return json.loads(client.get_object(Bucket=BUCKET, Key=f"run/{key}")["Body"].read())
-
-        for name, value in env.items():  # GDAL takes the credentials from the environment only
-            monkeypatch.setenv(name, value)
-        with rasterio.Env(**gdal_s3_env()):
-            arrays = tile_arrays(read_json, lambda key: f"/vsis3/{BUCKET}/run/{key}")
-        assert_equal_maps(arrays, reference)
+        assert_equal_maps(bucket_maps(client, env, monkeypatch), reference)
     finally:
         server.stop()
 
@@ -146,20 +156,10 @@ def test_an_s3_store_gone_for_good_ends_the_run_with_one_line_and_a_rerun_comple
     server = LocalS3Server((BUCKET,), data_dir=tmp_path / "s3").start()
     try:
         env = server.env()
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-        )
+        client = bucket_client(env)
         args = job_args(stac_api.url, f"s3://{BUCKET}/run", **{"--workers": "0"})
         proc = start_job(args, env)
-        wait_for(
-            lambda: len(client.list_objects_v2(Bucket=BUCKET, Prefix="run/status/").get("Contents", [])) >= 1,
-            proc,
-            "a tile published",
-        )
+        wait_for(lambda: published(client) >= 1, proc, "a tile published")
         server.stop()
         stdout, stderr = proc.communicate(timeout=600)
         lines = [line for line in stderr.splitlines() if line.startswith("error:")]
@@ -175,13 +175,6 @@ def test_an_s3_store_gone_for_good_ends_the_run_with_one_line_and_a_rerun_comple
         assert rerun.returncode == 0, stderr[-3000:]
         assert "skipped" in stdout
 
-        def read_json(key: str):
-            return json.loads(client.get_object(Bucket=BUCKET, Key=f"run/{key}")["Body"].read())
-
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        with rasterio.Env(**gdal_s3_env()):
-            arrays = tile_arrays(read_json, lambda key: f"/vsis3/{BUCKET}/run/{key}")
-        assert_equal_maps(arrays, reference)
+        assert_equal_maps(bucket_maps(client, env, monkeypatch), reference)
     finally:
         server.stop()
