@@ -30,11 +30,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "INDEX_BANDS",
     "INDEX_BAND_POSITIONS",
+    "Observations",
     "SeriesReader",
     "SeriesSpec",
     "WindowSeries",
     "crop_halo",
     "iso_dates",
+    "read_observations",
     "read_series",
     "yyyymmdd",
 ]
@@ -113,11 +115,40 @@ class WindowSeries:
         return cls(values, np.zeros(pixels, dtype=np.uint16), never, never.copy())
 
 
-def read_series(
+@dataclass(frozen=True)
+class Observations:
+    """One window's masked observations before regularisation (what :func:`read_series` regularises)."""
+
+    values: np.ndarray
+    """(obs, band, P) float32, NaN = cloud, shadow or nodata."""
+    times: np.ndarray
+    """(obs,) datetime64, ascending."""
+    substituted: int = 0
+    """Asset reads that failed and became nodata (:attr:`WindowSeries.substituted`)."""
+
+    def until(self, end: np.datetime64) -> Observations:
+        """The observations made before ``end`` (exclusive)."""
+        keep = self.times < end
+        return Observations(self.values[keep], self.times[keep], self.substituted)
+
+    def regular(self, grid: np.ndarray, *, min_valid: int) -> WindowSeries:
+        """The series on the dates ``grid`` (see :func:`~pimc_ray.data.timegrid.regularize`), with QA."""
+        regular = regularize(self.values, self.times, grid, min_valid=min_valid)
+        days = np.append(self.times.astype("datetime64[D]"), np.datetime64("NaT", "D"))  # index -1 -> NaT
+        return WindowSeries(
+            regular.values,
+            regular.valid_count,
+            days[regular.first_valid],
+            days[regular.last_valid],
+            self.substituted,
+        )
+
+
+def read_observations(
     items: Sequence[Mapping[str, Any]], spec: SeriesSpec, grid: OutputGrid, window: Window
-) -> WindowSeries:
-    """Read, mask and regularise one window of ``grid``; reads that became nodata are counted in
-    :attr:`WindowSeries.substituted` (and logged)."""
+) -> Observations:
+    """Read and mask one window of ``grid`` (every observation of ``items``); reads that became nodata are
+    counted in :attr:`Observations.substituted` (and logged)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AssetReadWarning)
         stack = read_window(
@@ -133,12 +164,16 @@ def read_series(
     if stack.shape[-2:] != (window.height, window.width):
         raise RuntimeError(f"stack shape {stack.shape} does not match window {window}")
     values = stack.values.reshape(stack.shape[0], stack.shape[1], window.pixels)  # (obs, band, P)
-    times = stack["time"].values
-    regular = regularize(values, times, spec.grid_dates(), min_valid=spec.timegrid.min_valid)
-    days = np.append(times.astype("datetime64[D]"), np.datetime64("NaT", "D"))  # index -1 -> NaT
-    return WindowSeries(
-        regular.values, regular.valid_count, days[regular.first_valid], days[regular.last_valid], substituted
-    )
+    return Observations(values, stack["time"].values, substituted)
+
+
+def read_series(
+    items: Sequence[Mapping[str, Any]], spec: SeriesSpec, grid: OutputGrid, window: Window
+) -> WindowSeries:
+    """Read, mask and regularise one window of ``grid``; reads that became nodata are counted in
+    :attr:`WindowSeries.substituted` (and logged)."""
+    observations = read_observations(items, spec, grid, window)
+    return observations.regular(spec.grid_dates(), min_valid=spec.timegrid.min_valid)
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,12 @@ from pimc_ray.kernels.xp import array_namespace
 
 __all__ = [
     "MAX_STEPS",
+    "future_dates",
     "grid_dates",
     "regularize",
     "RegularSeries",
     "TimeGridSpec",
+    "step_days",
 ]
 
 
@@ -53,10 +55,27 @@ class TimeGridSpec:
 
 def grid_dates(start: dt.date, end: dt.date, steps: int) -> np.ndarray:
     """Centres of ``steps`` equal bins from ``start`` 00:00 to ``end`` 24:00, as ``datetime64[s]``."""
+    return _bin_centres(start, end, steps, range(steps))
+
+
+def future_dates(start: dt.date, end: dt.date, steps: int, horizon: int) -> np.ndarray:
+    """Centres of the ``horizon`` bins that follow :func:`grid_dates`'s after ``end``, at the same step: the
+    dates a forecast from that grid is for."""
+    return _bin_centres(start, end, steps, range(steps, steps + horizon))
+
+
+def step_days(start: dt.date, end: dt.date, steps: int) -> float:
+    """The length in days of one step of :func:`grid_dates`'s grid."""
+    return ((end - start).days + 1) / steps
+
+
+def _bin_centres(start: dt.date, end: dt.date, steps: int, bins: range) -> np.ndarray:
+    """Centres of bins ``bins`` of the ``steps`` equal bins from ``start`` 00:00 to ``end`` 24:00 (bins past
+    ``steps - 1`` continue after ``end`` at the same width)."""
     t0 = np.datetime64(start, "s")
     t1 = np.datetime64(end + dt.timedelta(days=1), "s")
     span = (t1 - t0).astype(np.int64)
-    centres = (np.arange(steps, dtype=np.float64) + 0.5) * span / steps
+    centres = (np.arange(bins.start, bins.stop, dtype=np.float64) + 0.5) * span / steps
     return t0 + centres.round().astype("timedelta64[s]")
 
 

@@ -30,7 +30,7 @@ _API = {
     "stratified_split": "pimc_ray.evaluation.eurosat",
     "EncoderVariant": "pimc_ray.evaluation.towers",
     "encoder_variants": "pimc_ray.evaluation.towers",
-    "LinearRegressor": "pimc_ray.evaluation.probes",
+    "LinearRegressor": "pimc_ray.models.heads",
     "TrainOptions": "pimc_ray.evaluation.probes",
     "Report": "pimc_ray.evaluation.report",
     "evaluate_eurosat": "pimc_ray.evaluation.tasks",

@@ -2,7 +2,8 @@
 
 * classification probe: :class:`~pimc_ray.models.heads.LinearClassifier`, the project's head (standardised
   features, multinomial logistic regression by L-BFGS from zero weights, L2 1e-3);
-* regression probe: :class:`LinearRegressor`, standardised features and ridge regression solved in closed form;
+* regression probe: :class:`~pimc_ray.models.heads.LinearRegressor`, standardised features and ridge regression
+  solved in closed form;
 * :func:`fine_tune`: encoder and head trained together from the probe's head (LP-FT, Kumar et al. 2022, "Fine-Tuning
   can Distort Pretrained Features and Underperform Out-of-Distribution"), AdamW with a cosine schedule.
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pimc_ray.models.heads import LinearRegressor
 from pimc_ray.progress import Meter, Progress
 
 logger = logging.getLogger(__name__)
@@ -77,48 +79,6 @@ class TrainOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class LinearRegressor(nn.Module):
-    """Ridge regression on standardised features: ``(N, dim)`` -> ``(N, out_dim)``.
-
-    Args:
-        dim: feature size.
-        out_dim: number of regression targets.
-    """
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-        self.linear = nn.Linear(dim, out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (N, dim) -> (N, out_dim)
-        return self.linear((x - self.mean) / self.std)
-
-    def fit(self, x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3) -> LinearRegressor:
-        """Closed-form ridge on standardised ``x`` (N, dim) for targets ``y`` (N, out_dim), in float64.
-
-        Minimises ``mean ||y - W z - b||^2 + l2 ||W||^2`` over the standardised features ``z``: the bias is the
-        targets' mean, ``W = (Z^T Z / N + l2 I)^-1 Z^T (Y - mean) / N``.
-        """
-        x64 = torch.as_tensor(x, dtype=torch.float64)
-        y64 = torch.as_tensor(y, dtype=torch.float64)
-        mean, std = x64.mean(0), x64.std(0).clamp_min(1e-6)
-        z = (x64 - mean) / std
-        y_mean = y64.mean(0)
-        n = max(len(z), 1)
-        gram = z.T @ z / n + l2 * torch.eye(z.shape[1], dtype=torch.float64)
-        weight = torch.linalg.solve(gram, z.T @ (y64 - y_mean) / n)  # (dim, out_dim)
-        with torch.no_grad():
-            self.mean.copy_(mean.float())
-            self.std.copy_(std.float())
-            self.linear.weight.copy_(weight.T.float())
-            self.linear.bias.copy_(y_mean.float())
-        return self.eval()
 
 
 def _batches(n: int, batch_size: int) -> list[np.ndarray]:

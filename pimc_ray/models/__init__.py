@@ -18,7 +18,7 @@ from pimc_ray.models.checkpoint import EncoderConfig, EncoderRef, load_checkpoin
 from pimc_ray.models.contrastive import ProjectionHead, SymmetricInfoNCE, gather_with_grad
 from pimc_ray.models.encoders import JointEncoder, PatchEncoder, PlotEncoder, RPEncoder, RSIEncoder, parts
 from pimc_ray.models.flops import flops_per_sample
-from pimc_ray.models.heads import Head, LinearClassifier
+from pimc_ray.models.heads import Head, LinearClassifier, LinearForecaster, LinearRegressor
 from pimc_ray.models.pimc import PIMCConfig, PIMCModel
 from pimc_ray.models.registry import (
     build,
@@ -37,6 +37,8 @@ __all__ = [
     "Head",
     "JointEncoder",
     "LinearClassifier",
+    "LinearForecaster",
+    "LinearRegressor",
     "PIMCConfig",
     "PIMCModel",
     "PatchEncoder",
