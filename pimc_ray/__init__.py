@@ -51,6 +51,7 @@ _API = {
     "map_aoi": "pimc_ray.mapping.maps",
     "export_indices": "pimc_ray.mapping.indices",
     "fit_head": "pimc_ray.mapping.heads",
+    "fit_forecaster": "pimc_ray.mapping.forecast",
     "pretrain": "pimc_ray.training.trainer",
     "PimcError": "pimc_ray.errors",
 }

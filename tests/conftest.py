@@ -62,6 +62,16 @@ def sample_archive(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="session")
+def series_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A randomly initialised checkpoint of the default export's shape (:data:`tests.specs.SERIES_RP_ENCODER`)."""
+    from pimc_ray.models import EncoderConfig, save_checkpoint
+    from tests.specs import SERIES_RP_ENCODER
+
+    config = EncoderConfig.from_dict({**SERIES_RP_ENCODER, "seed": 3})
+    return save_checkpoint(tmp_path_factory.mktemp("models") / "series-rp", config.build(), config)
+
+
+@pytest.fixture(scope="session")
 def stac_api(sample_archive: Any) -> Iterator[Any]:
     """A local STAC API (rustac serve) over the sample archive."""
     from pimc_ray.local.stac_server import LocalStacServer

@@ -5,6 +5,7 @@
     pimc indices --aoi ... --out DIR|s3://...    regular-grid NDVI/EVI/SAVI COGs, QA   (= jobs/export_indices.py)
     pimc pretrain --aoi ... --out DIR            PIMC pretraining on Ray Train          (= jobs/pretrain.py)
     pimc train-head --labels ... --checkpoint D  a classification head from labels     (= jobs/train_head.py)
+    pimc train-forecast --checkpoint D --aoi ... a forecast head (the next index steps)  (= jobs/train_forecast.py)
     pimc derive DIR|s3://...                     a mapping run's manifest, collection and mosaics, derived
                                                  from what its tiles published (at any time)
     pimc run validate SPEC                       check a run spec (YAML, path or URI); print what it does
@@ -51,6 +52,7 @@ JOBS: dict[str, Callable[[list[str]], int]] = {
     "indices": jobs.indices_main,
     "pretrain": jobs.pretrain_main,
     "train-head": jobs.train_head_main,
+    "train-forecast": jobs.train_forecast_main,
 }
 
 

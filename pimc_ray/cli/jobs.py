@@ -8,6 +8,7 @@ classify_aoi.py     ``pimc classify``         class maps per tile, with a head
 export_indices.py   ``pimc indices``          regular-grid NDVI/EVI/SAVI series and QA per UTM zone
 pretrain.py         ``pimc pretrain``         PIMC pretraining on Ray Train, exported for mapping
 train_head.py       ``pimc train-head``       a classification head from labels, on frozen embeddings
+train_forecast.py   ``pimc train-forecast``   a forecast head (next NDVI/EVI/SAVI steps), on frozen embeddings
 ==================  ========================  ===================================================================
 
 Each ``*_main`` parses its arguments (:mod:`pimc_ray.cli.args`), validates all of them before any work starts and
@@ -56,6 +57,8 @@ __all__ = [
     "map_request",
     "pretrain_main",
     "pretrain_parser",
+    "train_forecast_main",
+    "train_forecast_parser",
     "train_head_main",
     "train_head_parser",
 ]
@@ -116,6 +119,12 @@ def embed_parser(description: str = "Map an AOI to PIMC embedding COGs on a tile
     a("--head", type=uri, help="a saved classification head: a folder or s3://bucket/prefix")
     a("--head-train-aoi", help="fit the head on labels inside this AOI (held out from --aoi)")
     a(
+        "--forecast-head",
+        type=uri,
+        help="a saved forecast head (jobs/train_forecast.py): also write each tile's NDVI/EVI/SAVI forecast of "
+        "the steps after --end",
+    )
+    a(
         "--labels-collection",
         default="pimc-sample-labels",
         help="STAC collection of the labels --head-train-aoi uses",
@@ -156,6 +165,7 @@ def map_request(
         encoder=EncoderRef.open(args.checkpoint),  # the checkpoint says which encoder it holds
         head=args.head,
         head_train_aoi=load_aoi(args.head_train_aoi) if args.head_train_aoi else None,
+        forecast_head=args.forecast_head,
         labels_collection=args.labels_collection,
         batch_size=args.batch_size,
         tile_size=args.tile_size,
@@ -464,5 +474,91 @@ def train_head_main(argv: Sequence[str] | None = None) -> int:
         }
         write_bytes(json.dumps(provenance, indent=2).encode(), join_uri(out, "fit.json"))
         say(f"head: {out}  ({stats['pixels']} pixels, training accuracy {stats['train_accuracy']:.3f})")
+
+    return run_job(work)
+
+
+# --- forecast heads -----------------------------------------------------------------------------------------
+
+
+def train_forecast_parser() -> argparse.ArgumentParser:
+    """The forecast-head fitting job's parser."""
+    p = job_parser(
+        "Fit a forecast head on frozen embeddings: from a pixel's embedding over --start..--end, the NDVI, EVI and "
+        "SAVI of the --horizon grid steps that follow (observed in the archive after --end: no labels needed). "
+        "jobs/embed_aoi.py --forecast-head DIR then writes forecast COGs, from runs on the same calendar window "
+        "of another year or area."
+    )
+    a = p.add_argument
+    a(
+        "--checkpoint",
+        type=uri,
+        required=True,
+        help="the encoder: a pretraining export (its default embedding holds the index series a forecast needs)",
+    )
+    a("--aoi", required=True, help="the training area: bbox 'minx,miny,maxx,maxy', GeoJSON text or a file")
+    add_catalog(p)
+    add_series(p, on_unreadable=False)
+    a("--horizon", type=int, default=10, help="grid steps to forecast after --end (the paper's: 10)")
+    a("--out", type=uri, help="head folder, or s3://bucket/prefix (default: CHECKPOINT/forecast)")
+    a("--per-window", type=int, default=256, help="pixels kept per window to fit on")
+    a("--workers", type=int, default=0, help="encoder actors (0: run in this process)")
+    a("--batch-size", type=int, default=1024, help="pixels per encoder batch")
+    a("--seed", type=int, default=0)
+    return p
+
+
+def train_forecast_main(argv: Sequence[str] | None = None) -> int:
+    """``jobs/train_forecast.py``."""
+    args = train_forecast_parser().parse_args(_argv(argv))
+
+    def work() -> None:
+        from pimc_ray.data.stac import DateRange
+        from pimc_ray.data.tiles import aoi_grids
+        from pimc_ray.mapping.embedder import EmbedderFactory, series_reader
+        from pimc_ray.mapping.forecast import ForecastReader, fit_forecaster, last_positions, targets_end
+        from pimc_ray.mapping.runner import Parallelism
+        from pimc_ray.models.checkpoint import EncoderRef, sha256_file
+        from pimc_ray.models.heads import HEAD_WEIGHTS
+
+        spec = series_spec(args)
+        at_least_one(args, "horizon", "per_window", "batch_size")
+        out = output(args.out or join_uri(args.checkpoint, "forecast"))
+        encoder = EncoderRef.open(args.checkpoint)
+        model, weights = encoder.load()  # fails early on a bad checkpoint
+        last_positions(model, spec)  # and on one whose embedding holds no series
+        aoi = load_aoi(args.aoi)
+        until = targets_end(spec, args.horizon)
+        items = frozen_search(
+            aoi, DateRange(spec.dates.start, until), stac_url=args.stac_url, collection=args.collection,
+            max_cloud_cover=args.max_cloud_cover, snapshot=args.snapshot,
+        )  # fmt: skip
+        parallel = Parallelism(workers=args.workers)
+        head, stats = fit_forecaster(
+            aoi_grids(aoi),
+            reader=ForecastReader(series_reader(spec, items, encoder.config), args.horizon),
+            embedder=EmbedderFactory(spec, encoder, args.batch_size, parallel.torch_threads),
+            encoder=model,
+            parallel=parallel,
+            window_size=args.window_size,
+            per_window=args.per_window,
+            seed=args.seed,
+            progress=say,
+        )
+        head.save(out)
+        provenance = {
+            "encoder": encoder.config.to_dict(),
+            "weights": weights,
+            "checkpoint": args.checkpoint,
+            "head_sha256": sha256_file(join_uri(out, HEAD_WEIGHTS)),
+            "aoi": aoi.__geo_interface__,
+            "spec": spec.to_dict(),
+            "targets_until": until.isoformat(),
+            **stats,
+        }
+        write_bytes(json.dumps(provenance, indent=2).encode(), join_uri(out, "fit.json"))
+        rmse = ", ".join(f"{k} {v:.4f}" for k, v in stats["train_rmse"].items())
+        held = ", ".join(f"{k} {v:.4f}" for k, v in stats["persistence_rmse"].items())
+        say(f"forecast head: {out}  ({stats['pixels']} pixels; training RMSE {rmse}; persistence {held})")
 
     return run_job(work)

@@ -5,6 +5,8 @@
   :func:`run_windows` (window results back to the caller) and :class:`Parallelism`;
 - :mod:`~pimc_ray.mapping.embedder`: :class:`WindowEmbedder`, one window's series to embeddings;
 - :mod:`~pimc_ray.mapping.heads`: :func:`fit_head` (the one head-fitting path) and :func:`classify`;
+- :mod:`~pimc_ray.mapping.forecast`: :func:`fit_forecaster` (a forecast head, fit on what followed the run's
+  dates) and :func:`forecast`;
 - :mod:`~pimc_ray.mapping.maps`: :func:`map_aoi` and :func:`dry_run`, the mapping jobs;
 - :mod:`~pimc_ray.mapping.indices`: :func:`export_indices`, the indices job.
 
@@ -26,6 +28,9 @@ _API = {
     "series_reader": "pimc_ray.mapping.embedder",
     "classify": "pimc_ray.mapping.heads",
     "fit_head": "pimc_ray.mapping.heads",
+    "ForecastReader": "pimc_ray.mapping.forecast",
+    "fit_forecaster": "pimc_ray.mapping.forecast",
+    "forecast": "pimc_ray.mapping.forecast",
     "MapSummary": "pimc_ray.mapping.maps",
     "dry_run": "pimc_ray.mapping.maps",
     "map_aoi": "pimc_ray.mapping.maps",

@@ -27,7 +27,7 @@ Layout under the output location (a folder or ``s3://bucket/prefix``)::
                                    its version, its inputs and their key, its files
     items.ndjson                   the frozen STAC items the run read
     collection.json                STAC collection of the outputs
-    tiles/<tile_id>/v<N>/<product>.tif  COGs of the tile's version N: embedding, classes, qa
+    tiles/<tile_id>/v<N>/<product>.tif  COGs of the tile's version N: embedding, classes, forecast, qa
                                    (see :func:`tile_products`); a rerun in place writes version N+1 beside them
     tiles/<tile_id>/v<N>/quicklook.png, quicklook_classes.png
                                    the version's quicklooks, at most 512 px a side (:func:`tile_quicklooks`)
@@ -84,13 +84,14 @@ from pimc_ray.io.rasters import RasterProduct, RasterSet
 from pimc_ray.io.stac_items import ModelCard, output_collection, tile_item
 from pimc_ray.kernels.indices import INDEX_NAMES
 from pimc_ray.mapping.embedder import EmbedderFactory, WindowResult, embedding_bands, read_plan, series_reader
+from pimc_ray.mapping.forecast import check_forecaster, forecast, forecast_bands
 from pimc_ray.mapping.heads import classify, fit_head, load_head, save_head
 from pimc_ray.mapping.requests import MapRequest, digest
 from pimc_ray.mapping.runner import GridWindows, GroupFailure, WindowFailure, run_groups
 from pimc_ray.mapping.updates import TileInputs, superseded_files, tile_folder, tile_inputs, to_map
 from pimc_ray.models.checkpoint import WEIGHTS, sha256_file
 from pimc_ray.models.encoders import parts
-from pimc_ray.models.heads import HEAD_WEIGHTS, Head, LinearClassifier
+from pimc_ray.models.heads import HEAD_WEIGHTS, Head, LinearClassifier, LinearForecaster
 from pimc_ray.progress import Meter, Progress
 from pimc_ray.scratch import scratch_dir
 from pimc_ray.storage import Store, gdal_s3_env, is_local, join_uri, normalize_location, open_store
@@ -145,11 +146,16 @@ def embedder_factory(request: MapRequest) -> EmbedderFactory:
 
 
 def tile_products(
-    bands: Sequence[str], head: Head | None, *, with_embedding: bool = True
+    bands: Sequence[str],
+    head: Head | None,
+    *,
+    with_embedding: bool = True,
+    forecast: Sequence[str] = (),
 ) -> dict[str, RasterProduct]:
     """The products a run writes per tile: the embedding (unless a classification-only run; one band per
     dimension, described by ``bands``, see :func:`~pimc_ray.mapping.embedder.embedding_bands`), the classes
-    (with a head) and the QA."""
+    (with a head), the index forecast (with a forecast head: one band per index and date, described by
+    ``forecast``, see :func:`~pimc_ray.mapping.forecast.forecast_bands`) and the QA."""
     out = {}
     if with_embedding:
         out["embedding"] = RasterProduct(
@@ -165,6 +171,15 @@ def tile_products(
             "Land-cover class id and confidence (%)",
             tags=tags,
             colormap=head.colormap(),
+        )
+    if forecast:
+        steps = len(forecast) // len(INDEX_NAMES)
+        out["forecast"] = RasterProduct(
+            "forecast",
+            "float32",
+            float("nan"),
+            tuple(forecast),
+            f"{'/'.join(INDEX_NAMES)} forecast of the {steps} steps after the run's dates",
         )
     out["qa"] = RasterProduct("qa", "uint16", 0, ("valid_observations",), "Cloud-free observations per pixel")
     return out
@@ -224,6 +239,8 @@ class TilePublisher:
     """The encoder for the items' mlm extension (None for a random initialisation: no weights to point at)."""
     quicklooks: Mapping[str, Quicklook] = field(default_factory=dict)
     """The quicklooks each tile gets, by asset key (:func:`tile_quicklooks`)."""
+    forecaster: LinearForecaster | None = None
+    """The forecast head, with a ``forecast`` product."""
 
     @classmethod
     def for_run(
@@ -237,9 +254,10 @@ class TilePublisher:
         *,
         encoder: Any = None,
         basis: PcaBasis | None = None,
+        forecaster: LinearForecaster | None = None,
     ) -> TilePublisher:
         """The run's publisher; ``encoder`` (the loaded module) describes a checkpoint's encoder in the items,
-        ``basis`` colours the embedding's quicklooks (none without)."""
+        ``basis`` colours the embedding's quicklooks (none without), ``forecaster`` forecasts the indices."""
         dates = request.spec.dates
         return cls(
             normalize_location(request.out),
@@ -261,6 +279,7 @@ class TilePublisher:
             dict(versions),
             None if encoder is None else _model_card(request, encoder, manifest.model),
             tile_quicklooks(products, basis),
+            forecaster,
         )
 
     @cached_property
@@ -307,6 +326,10 @@ class TileWriter:
             classes, confidence = classify(result.embedding, head)
             percent = np.where(valid, np.round(np.nan_to_num(confidence) * 100), 0).astype(np.uint8)
             self.rasters.write("classes", np.stack([classes, percent]), w.row, w.col)
+        if self.publisher.forecaster is not None:
+            self.rasters.write(
+                "forecast", forecast(result.embedding, self.publisher.forecaster), w.row, w.col
+            )
         qa = np.where(valid, result.valid_count, 0).astype(np.uint16)
         self.rasters.write("qa", qa[None], w.row, w.col)
         return int(valid.sum())
@@ -566,6 +589,8 @@ class MapRun:
     tiles: list[Tile]
     before: RunManifest | None
     """The output's run (its manifest and every published status object), None for a new output."""
+    forecaster: LinearForecaster | None = None
+    """The forecast head (``forecast_head``), checked against the encoder and the grid."""
 
     def map(self, *, progress: Progress = logger.info, monitor: RunMonitor | None = None) -> MapSummary:
         """Map the tiles to map (all of them, the unfinished ones of a resumed run, or with ``update`` also the
@@ -612,7 +637,9 @@ class MapRun:
                 f"({request.encoder.config.describe()}) gives {len(bands)}-d ones: fit a head on this encoder "
                 "(jobs/train_head.py --checkpoint ...), or map with the encoder the head was fit on"
             )
-        products = tile_products(bands, head, with_embedding=request.write_embedding)
+        horizon = self.forecaster.horizon if self.forecaster is not None else 0
+        forecast_names = forecast_bands(request.spec, horizon) if horizon else ()
+        products = tile_products(bands, head, with_embedding=request.write_embedding, forecast=forecast_names)
         basis = None
         if "embedding" in products:
             basis = quicklook_basis(self, reuse=reuse, progress=progress)
@@ -623,7 +650,15 @@ class MapRun:
             monitor.start(tiles, manifest.tiles, todo)
         todo_inputs = {t.tile_id: inputs[t.tile_id] for t in todo}  # what the workers need: not every tile's
         publisher = TilePublisher.for_run(
-            request, manifest, products, head, todo_inputs, versions, encoder=self.model, basis=basis
+            request,
+            manifest,
+            products,
+            head,
+            todo_inputs,
+            versions,
+            encoder=self.model,
+            basis=basis,
+            forecaster=self.forecaster,
         )
         written, pixels, failed = _map_tiles(
             request, self.items, todo, publisher, manifest, progress, monitor
@@ -721,6 +756,10 @@ def prepare_run(request: MapRequest) -> MapRun:
     store = open_store(request.out)
     items = request.search()
     model, weights = request.encoder.load()  # fails early on a bad checkpoint
+    forecaster = None
+    if request.forecast_head is not None:
+        forecaster = LinearForecaster.load(request.forecast_head)
+        check_forecaster(forecaster, model, request.spec, request.forecast_head)
     tiles = TileGrid(request.tile_size).tiles(request.aoi)
     before = RunManifest.load(store)
     if before is not None:
@@ -728,7 +767,7 @@ def prepare_run(request: MapRequest) -> MapRun:
             before.check_same_layout(request.layout(), request.out)
         else:
             before.check_same_run(request.key([i["id"] for i in items], weights), weights, request.out)
-    return MapRun(request, store, items, model, weights, tiles, before)
+    return MapRun(request, store, items, model, weights, tiles, before, forecaster)
 
 
 def map_aoi(request: MapRequest, *, progress: Progress = logger.info) -> MapSummary:

@@ -91,6 +91,9 @@ class MapRequest(AreaRequest):
     """The folder of a saved classification head, a local path or a URI; else one is fit on ``head_train_aoi``'s
     labels."""
     head_train_aoi: AOI | None = None
+    forecast_head: str | None = None
+    """The folder of a saved forecast head (``jobs/train_forecast.py``), a local path or a URI: with one, every tile
+    also gets the NDVI, EVI and SAVI forecast of the steps after the run's dates."""
     labels_collection: str = "pimc-sample-labels"
     per_class: int = 400
     """Labelled pixels per class used to fit the head."""
@@ -152,6 +155,11 @@ class MapRequest(AreaRequest):
             "tile_size": self.tile_size,
             "write_embedding": self.write_embedding,
             **({"patches": patches} if patches is not None else {}),
+            **(
+                {"forecast_head": sha256_file(join_uri(self.forecast_head, HEAD_WEIGHTS))}
+                if self.forecast_head
+                else {}
+            ),
         }
 
     def key(self, item_ids: Sequence[str], weights: str) -> str:
@@ -171,5 +179,6 @@ class MapRequest(AreaRequest):
             "tile_size": self.tile_size,
             "embedding": self.write_embedding,
             "classes": self.head is not None or self.head_train_aoi is not None,
+            **({"forecast": True} if self.forecast_head else {}),  # absent without: earlier runs keep theirs
         }
         return json.loads(json.dumps(layout))

@@ -20,6 +20,7 @@ the others show their defaults, which are the mapping jobs' defaults)::
       embedding: true
       classes: {head: s3://bucket/models/pimc/head}  # or {train_aoi: <region>, labels_collection: ...}; null: none
       indices: false                  # NDVI/EVI/SAVI series, written under <output>/indices
+      forecast: null                  # a forecast head's URI (jobs/train_forecast.py): forecast COGs per tile
     output: s3://bucket/maps/europe-2024
     tile_size: 1024                   # pixels per tile edge (a multiple of 16)
     series: {steps: 36, min_valid: 4, on_unreadable: error, window_size: 128}
@@ -122,6 +123,7 @@ FLAGS: dict[str, str] = {
     "products.classes.head": "--head",
     "products.classes.train_aoi": "--head-train-aoi",
     "products.classes.labels_collection": "--labels-collection",
+    "products.forecast": "--forecast-head",
     "tile_size": "--tile-size",
 }
 
@@ -470,6 +472,14 @@ class Products(_Spec):
     """Class (and confidence) COGs per tile; None: none."""
     indices: bool = False
     """Regular-grid NDVI/EVI/SAVI series and QA (``jobs/export_indices.py``), under ``<output>/indices``."""
+    forecast: str | None = None
+    """A saved forecast head (``jobs/train_forecast.py``), a folder or URI: each tile's NDVI/EVI/SAVI forecast of
+    the steps after the period, beside its embedding or classes; None: none."""
+
+    @field_validator("forecast")
+    @classmethod
+    def _forecast(cls, value: str | None) -> str | None:
+        return None if value is None else _uri(value)
 
     @model_validator(mode="after")
     def _some(self) -> Products:
@@ -643,6 +653,8 @@ class RunSpec(_Spec):
             args += ["--head-train-aoi", classes.train_aoi.to_arg()]
         if classes is not None:
             args += ["--labels-collection", classes.labels_collection]
+        if self.products.forecast is not None:
+            args += ["--forecast-head", self.products.forecast]
         args += ["--batch-size", str(self.resources.batch_size), "--tile-size", str(self.tile_size)]
         return args
 
@@ -719,7 +731,12 @@ class RunSpec(_Spec):
                 "snapshot": a.snapshot,
             },
             "model": a.checkpoint,
-            "products": {"embedding": embedding, "classes": classes, "indices": indices},
+            "products": {
+                "embedding": embedding,
+                "classes": classes,
+                "indices": indices,
+                "forecast": a.forecast_head,
+            },
             "output": a.out,
             "tile_size": a.tile_size,
             "series": {k: getattr(a, k) for k in Series.model_fields},
@@ -822,6 +839,8 @@ def describe(spec: RunSpec, *, today: dt.date | None = None) -> str:
         products.append(
             f"classes (head {classes.head})" if classes.head else "classes (head fit on train_aoi)"
         )
+    if spec.products.forecast is not None:
+        products.append(f"forecast (head {spec.products.forecast})")
     if spec.products.indices:
         products.append("indices")
     res = spec.resources

@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from pimc_ray.cli import build_parser, main
-from pimc_ray.cli.jobs import embed_parser, indices_parser, pretrain_parser, train_head_parser
+from pimc_ray.cli.jobs import (
+    embed_parser,
+    indices_parser,
+    pretrain_parser,
+    train_forecast_parser,
+    train_head_parser,
+)
 from pimc_ray.errors import EXIT_BAD_INPUT
 from pimc_ray.local import demo_aoi, demo_train_aoi
 from tests.evaluation.fixtures import write_eurosat, write_pastis
@@ -28,6 +34,7 @@ PARSERS = {
     "indices": indices_parser,
     "pretrain": pretrain_parser,
     "train-head": train_head_parser,
+    "train-forecast": train_forecast_parser,
 }
 #: One bad value per option of the area jobs (embed, classify, indices) and the words its error says.
 AREA = {
@@ -55,6 +62,7 @@ CASES: dict[str, dict[str, tuple[str, str]]] = {
         **AREA,
         "--checkpoint": ("/nonexistent/model", "/nonexistent/model"),
         "--head": ("/nonexistent/head", "/nonexistent/head"),
+        "--forecast-head": ("/nonexistent/forecast", "/nonexistent/forecast"),
         "--head-train-aoi": ("not-a-file.geojson", "does not exist"),
         "--labels-collection": ("no-such-labels", "no 'no-such-labels' items"),
         "--batch-size": ("0", "--batch-size must be at least 1"),
@@ -128,6 +136,32 @@ CASES: dict[str, dict[str, tuple[str, str]]] = {
         "--batch-size": ("0", "--batch-size must be at least 1"),
     },
 }
+CASES["train-forecast"] = {
+    **{
+        k: v
+        for k, v in AREA.items()
+        if k
+        in (
+            "--aoi",
+            "--start",
+            "--end",
+            "--stac-url",
+            "--collection",
+            "--catalog",
+            "--max-cloud-cover",
+            "--snapshot",
+            "--steps",
+            "--min-valid",
+            "--window-size",
+        )
+    },
+    "--checkpoint": ("/nonexistent/model", "/nonexistent/model"),
+    "--horizon": ("0", "--horizon must be at least 1"),
+    "--out": ("gs://bucket/forecast", "gs://"),
+    "--per-window": ("0", "--per-window must be at least 1"),
+    "--workers": ("-1", "workers"),
+    "--batch-size": ("0", "--batch-size must be at least 1"),
+}
 CASES["classify"] = CASES["embed"]
 #: Options whose every value is valid, and why.
 ANY_VALUE = {
@@ -136,6 +170,7 @@ ANY_VALUE = {
     ("pretrain", "--name"): "any name names a run",
     ("pretrain", "--seed"): "any integer seeds",
     ("train-head", "--seed"): "any integer seeds",
+    ("train-forecast", "--seed"): "any integer seeds",
     ("train-head", "--labels-asset"): "an asset key; a wrong one is caught with the items (StacLabels)",
     ("train-head", "--class-property"): "a GeoJSON property; a wrong one is caught with the labels",
 }
@@ -169,9 +204,11 @@ def _pimc_commands(parser: argparse.ArgumentParser, prefix: list[str]):
         yield " ".join(prefix), parser
 
 
-def base_args(command: str, stac_url: str, out: Path) -> dict[str, str]:
+def base_args(command: str, stac_url: str, out: Path, checkpoint: str) -> dict[str, str]:
     aoi = demo_aoi(TEST_SPEC)
     common = {"--start": "2022-01-01", "--end": "2022-12-31", "--stac-url": stac_url}
+    if command == "train-forecast":  # an encoder whose embedding holds the series, as a forecast needs
+        return {**common, "--end": "2022-09-30", "--checkpoint": checkpoint, "--aoi": aoi, "--out": str(out)}
     if command == "train-head":
         return {**common, "--labels-collection": "pimc-sample-labels", "--aoi": aoi, "--out": str(out)}
     return {
@@ -193,7 +230,7 @@ def run(argv: list[str]) -> int:
     ("command", "option"), [(c, o) for c in PARSERS for o in CASES[c]], ids=lambda v: str(v)
 )
 def test_a_bad_value_is_exit_2_one_error_line_and_nothing_written(
-    stac_api, tmp_path, capsys, monkeypatch, command, option
+    stac_api, series_checkpoint, tmp_path, capsys, monkeypatch, command, option
 ):
     import ray
 
@@ -203,7 +240,7 @@ def test_a_bad_value_is_exit_2_one_error_line_and_nothing_written(
     monkeypatch.setattr(ray, "init", no_ray)
     value, words = CASES[command][option]
     out = tmp_path / "out"
-    args = base_args(command, stac_api.url, out)
+    args = base_args(command, stac_api.url, out, series_checkpoint)
     if command == "train-head" and option == "--labels":
         args.pop("--labels-collection")
     args[option] = value

@@ -157,6 +157,14 @@ def test_from_a_namespace_and_a_rolling_period():
     assert back.model_copy(update={"period": s.period}) == s
 
 
+def test_a_forecast_head_goes_through_the_command_line():
+    s = spec(products={"embedding": True, "forecast": "s3://b/models/pimc/forecast"})
+    args = s.to_args()
+    assert args[args.index("--forecast-head") + 1] == "s3://b/models/pimc/forecast"
+    assert RunSpec.from_args(args, parser=embed_parser()) == s
+    assert "--forecast-head" not in spec().to_args()
+
+
 def test_every_job_option_is_a_spec_key_with_the_same_default():
     """The job's options map one to one onto the spec, and the spec's defaults are the job's."""
     parser = embed_parser()
