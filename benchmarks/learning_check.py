@@ -23,8 +23,17 @@ Feature sets (rows):
 Per family, regime and feature set it reports the mean over seeds and both directions, and the worst of them.
 Families marked held out were declared with the check before any run of it and are only reported.
 
+Forecast part (``--forecast-only``; it reuses the exports and never pretrains): on a context grid of the export's
+T steps from the archive's first day, short enough that ``HORIZON`` (10) more steps of the same length end at least
+15 days before its last day, both tiles are read as the forecast head's fitting reads them
+(:class:`pimc_ray.mapping.forecast.ForecastReader`), and NDVI, EVI and SAVI on the next 10 steps are forecast on
+one tile from heads fit on the other, both directions: RMSE per index of the library's
+:class:`~pimc_ray.models.heads.LinearForecaster` on the default embedding and on the raw index series, of
+persistence (the last context value) and of climatology (the training tile's mean at each forecast step).
+
     python benchmarks/learning_check.py --out out/learning-check                       # every family, 2 seeds
     python benchmarks/learning_check.py --families base,level --seeds 1 --steps 300    # a quick look
+    python benchmarks/learning_check.py --forecast-only --out out/learning-check       # forecast RMSE
 
 Needs scikit-learn (the probe; a dev dependency). Pretraining runs on a local Ray (2 workers x 0.5 CPU + one
 pair reader) against a local STAC API over each family's archive; the job's command line is kept in the report.
@@ -49,11 +58,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pimc_ray.data.series import SeriesSpec, read_series  # noqa: E402
+from pimc_ray.data.series import INDEX_BANDS, SeriesSpec, crop_halo, read_series  # noqa: E402
 from pimc_ray.data.stac import DateRange  # noqa: E402
 from pimc_ray.data.tiles import OutputGrid  # noqa: E402
 from pimc_ray.data.timegrid import TimeGridSpec  # noqa: E402
-from pimc_ray.kernels.indices import vegetation_indices  # noqa: E402
+from pimc_ray.kernels.indices import INDEX_NAMES, vegetation_indices  # noqa: E402
 
 SHOTS = (1, 5, 20)
 REGIMES = ("all", *(f"{k}-shot" for k in SHOTS))
@@ -66,6 +75,11 @@ DEFAULT, NO_PATCH, RP_ONLY, RANDOM, RAW, NDVI = (
     "raw index series",
     "NDVI series",
 )
+
+#: Forecast part: steps forecast, days kept free before the archive's last day, and its rows.
+HORIZON, MARGIN_DAYS = 10, 15
+PERSISTENCE, CLIMATOLOGY = "persistence", "climatology"
+FORECASTS = (DEFAULT, RAW, PERSISTENCE, CLIMATOLOGY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +334,211 @@ def table(summary: Mapping[str, Any], dims: Mapping[str, int] | None = None) -> 
     return "\n".join(lines)
 
 
+def forecast_spec(archive: Any) -> SeriesSpec:
+    """The forecast part's context grid: the archive's T steps from its first day, over
+    ``floor((S - 15) T / (T + 10))`` of its S days, so that ``HORIZON`` more steps of the same length end at least
+    ``MARGIN_DAYS`` before its last day (steps of about 7.6 days for one year, 8.7 for two, not 10)."""
+    full = series_spec(archive)
+    days, steps = (full.dates.end - full.dates.start).days + 1, full.timegrid.steps
+    span = (days - MARGIN_DAYS) * steps // (steps + HORIZON)
+    end = full.dates.start + dt.timedelta(days=span - 1)
+    return dataclasses.replace(full, dates=DateRange(full.dates.start, end))
+
+
+def default_encoder(export: Path, steps: int) -> tuple[Any, str]:
+    """The default embedding of an export (series + RP + image patch) and the composite its patches are cut from.
+
+    Exports written before that default (this check's own runs, see docs/learning-check.md) hold series + RP at
+    ``<export>``: the default is then built as pretraining exports it now (:func:`default_embedding`), from the
+    same run's ``rp/`` and ``rsi/`` exports.
+    """
+    from pimc_ray.kernels.patches import MEDIAN
+    from pimc_ray.models import EncoderConfig, load_checkpoint
+    from pimc_ray.training.export import RP_EXPORT, RSI_EXPORT, default_embedding
+
+    model, meta = load_checkpoint(export)
+    names = [part["name"] for part in meta["encoder"].get("params", {}).get("parts", [])]
+    if "rsi-cnn" in names:
+        return model, (meta.get("patches") or {}).get("composite", MEDIAN)
+    rp, rp_meta = load_checkpoint(export / RP_EXPORT)
+    rsi, rsi_meta = load_checkpoint(export / RSI_EXPORT)
+    configs = (EncoderConfig.from_dict(m["encoder"]) for m in (rp_meta, rsi_meta))
+    default = default_embedding(*configs, steps).build()
+    default.towers[1].load_state_dict(rp.state_dict())
+    default.towers[2].load_state_dict(rsi.state_dict())
+    return default.eval(), (rsi_meta.get("patches") or {}).get("composite", MEDIAN)
+
+
+def forecast_features(
+    archive: Any, tile_id: str, spec: SeriesSpec, encoder: Any, composite: str, *, pixels: int, seed: int
+) -> dict[str, np.ndarray]:
+    """A tile's pixels with a valid embedding, context series and targets (a seeded sample of at most ``pixels``):
+    ``embedding`` (P, D), ``raw`` (P, 3 T) NDVI, EVI and SAVI on the context grid (index-major, as the embedding's
+    series part), ``future`` (P, 3, HORIZON).
+
+    Read by :class:`ForecastReader` over the whole archive (the context from observations before the grid's end
+    only), embedded by :meth:`WindowEmbedder.compute`, as the forecast head's fitting does.
+    """
+    import shapely.geometry
+    import torch
+
+    from pimc_ray.local.archive import tile_info
+    from pimc_ray.mapping.embedder import WindowEmbedder, series_reader
+    from pimc_ray.mapping.forecast import ForecastReader
+
+    tile = tile_info(archive.spec, tile_id)
+    grid = OutputGrid(tile.epsg, tile.bounds, 10.0, shapely.geometry.box(*tile.bounds))
+    items = archive.read_items("sentinel-2-l2a")
+    reader = ForecastReader(series_reader(spec, items, encoder), HORIZON)
+    embedder = WindowEmbedder(
+        spec, encoder, batch_size=2048, threads=torch.get_num_threads(), composite=composite
+    )
+    halo, bands = reader.context.halo, reader.context.spec.bands
+    positions = [bands.index(b) for b in INDEX_BANDS]
+    parts: dict[str, list[np.ndarray]] = {"embedding": [], "raw": [], "future": []}
+    for win in grid.windows(128):
+        series, future = reader(grid, win)
+        emb = embedder.compute(grid, win, series).embedding.reshape(embedder.embed_dim, -1).T
+        v = crop_halo(series.values[:, positions], win.height, win.width, halo)  # (T, 3, P) blue, red, NIR
+        raw = vegetation_indices(v[:, 0], v[:, 1], v[:, 2], axis=0).reshape(-1, win.pixels).T
+        y = future.transpose(2, 0, 1)
+        ok = np.isfinite(emb).all(axis=1) & np.isfinite(raw).all(axis=1) & np.isfinite(y).all(axis=(1, 2))
+        for name, f in (("embedding", emb), ("raw", raw), ("future", y)):
+            parts[name].append(f[ok].astype(np.float32))
+    out = {name: np.concatenate(p) for name, p in parts.items()}
+    n = len(out["future"])
+    if n > pixels:
+        keep = np.sort(np.random.default_rng([seed, TILES.index(tile_id)]).choice(n, pixels, replace=False))
+        out = {name: f[keep] for name, f in out.items()}
+    return out
+
+
+def forecast_rmse(
+    train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], spec: SeriesSpec, last: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """RMSE per index over ``test``'s pixels and the ``HORIZON`` steps of each forecast fit on ``train``."""
+    from pimc_ray.data.timegrid import step_days
+    from pimc_ray.models.heads import LinearForecaster
+
+    steps = spec.timegrid.steps
+    days = step_days(spec.dates.start, spec.dates.end, steps)
+    raw_last = [steps - 1, 2 * steps - 1, 3 * steps - 1]
+    y, y_test = train["future"], test["future"]
+
+    def head(x: np.ndarray, x_test: np.ndarray, positions: Sequence[int]) -> np.ndarray:
+        fitted = LinearForecaster(x.shape[1], HORIZON, positions, steps, days).fit(x, y)
+        return fitted.predict(x_test)
+
+    predictions = {
+        DEFAULT: head(train["embedding"], test["embedding"], last),
+        RAW: head(train["raw"], test["raw"], raw_last),
+        PERSISTENCE: np.repeat(test["raw"][:, raw_last, None], HORIZON, axis=2),
+        CLIMATOLOGY: np.broadcast_to(y.mean(axis=0), y_test.shape),
+    }
+    return {
+        name: dict(
+            zip(INDEX_NAMES, map(float, np.sqrt(np.mean((p - y_test) ** 2, axis=(0, 2)))), strict=True)
+        )
+        for name, p in predictions.items()
+    }
+
+
+def forecast_one(root: Path, family: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """One family and seed of the forecast part, both directions; ``None`` when the run has no export."""
+    from pimc_ray.data.series import iso_dates
+    from pimc_ray.mapping.forecast import forecast_dates, last_positions
+
+    export = root / "runs" / f"{family.replace(': ', '-')}-{seed}" / "encoder"
+    if not (export / "config.json").exists():
+        print(f"    no export at {export}: skipped (run the classification check first)", flush=True)
+        return None
+    t0 = time.perf_counter()
+    archive = build_family(root / "archives", family, seed)
+    spec = forecast_spec(archive)
+    encoder, composite = default_encoder(export, spec.timegrid.steps)
+    last = last_positions(encoder, spec)
+    a, b = (
+        forecast_features(archive, t, spec, encoder, composite, pixels=args.forecast_pixels, seed=seed)
+        for t in TILES
+    )
+    dates = iso_dates(forecast_dates(spec, HORIZON))
+    return {
+        "family": family,
+        "seed": seed,
+        "context": [spec.dates.start.isoformat(), spec.dates.end.isoformat(), spec.timegrid.steps],
+        "forecast_dates": [dates[0], dates[-1]],
+        "pixels": [len(a["future"]), len(b["future"])],
+        "dims": {DEFAULT: int(a["embedding"].shape[1]), RAW: int(a["raw"].shape[1])},
+        "rmse": {
+            f"{TILES[0]}->{TILES[1]}": forecast_rmse(a, b, spec, last),
+            f"{TILES[1]}->{TILES[0]}": forecast_rmse(b, a, spec, last),
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def forecast_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``{family: {forecast: {index: {"mean", "worst"}}}}`` RMSE over every seed and direction (worst: largest)."""
+    scores: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in runs:
+        for by_name in r["rmse"].values():
+            for name, by_index in by_name.items():
+                for index, v in by_index.items():
+                    scores.setdefault(r["family"], {}).setdefault(name, {}).setdefault(index, []).append(v)
+    return {
+        fam: {
+            name: {i: {"mean": float(np.mean(v)), "worst": float(np.max(v))} for i, v in by.items()}
+            for name, by in rows.items()
+        }
+        for fam, rows in scores.items()
+    }
+
+
+def forecast_table(summary: Mapping[str, Any]) -> str:
+    """A markdown table: per family and forecast, mean (worst) RMSE per index."""
+    lines = [
+        "| family | forecast | " + " | ".join(f"{i} mean (worst)" for i in INDEX_NAMES) + " |",
+        "|---|---|" + "---:|" * len(INDEX_NAMES),
+    ]
+    for fam, rows in summary.items():
+        for name in (n for n in FORECASTS if n in rows):
+            cells = [f"{rows[name][i]['mean']:.4f} ({rows[name][i]['worst']:.4f})" for i in INDEX_NAMES]
+            label = f"**{name}**" if name == DEFAULT else name
+            lines.append(f"| {fam} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def forecast_check(args: argparse.Namespace, families: Sequence[str]) -> int:
+    """The forecast part over the runs whose export exists; writes ``<out>/forecast.json`` and adds its summary
+    to ``<out>/results.json``."""
+    t0 = time.perf_counter()
+    runs = []
+    for family in families:
+        for seed in range(args.seeds):
+            print(f"[{time.perf_counter() - t0:.0f}s] forecast: {family}, seed {seed}", flush=True)
+            run = forecast_one(args.out, family, seed, args)
+            if run is not None:
+                runs.append(run)
+    summary = forecast_summary(runs)
+    result = {
+        "horizon": HORIZON,
+        "margin_days": MARGIN_DAYS,
+        "pixels_per_tile": args.forecast_pixels,
+        "summary": summary,
+        "runs": runs,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (args.out / "forecast.json").write_text(json.dumps(result, indent=1))
+    results = args.out / "results.json"
+    if results.exists():
+        merged = json.loads(results.read_text())
+        merged["forecast"] = {k: v for k, v in result.items() if k != "runs"}
+        results.write_text(json.dumps(merged, indent=1))
+    print(forecast_table(summary))
+    print(f"forecast check done in {result['seconds']} s; {args.out / 'forecast.json'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out/learning-check"))
@@ -331,6 +550,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--report-only",
         action="store_true",
         help="summarise <out>/runs.json again (e.g. runs of several calls)",
+    )
+    p.add_argument(
+        "--forecast-only",
+        action="store_true",
+        help="only the forecast part, on the exports already in <out>/runs (never pretrains)",
+    )
+    p.add_argument(
+        "--forecast-pixels", type=int, default=20_000, help="forecast pixels kept per tile at most"
     )
     args = p.parse_args(argv)
     if args.report_only:
@@ -344,6 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown families {unknown}; choose from {list(FAMILIES)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.forecast_only:
+        return forecast_check(args, families)
     t0 = time.perf_counter()
     reports = []
     for family in families:
@@ -368,6 +597,9 @@ def report(args: argparse.Namespace, reports: Sequence[Mapping[str, Any]], *, se
         "default_beats_raw": verdicts,
         "seconds": round(seconds, 1),
     }
+    forecast = args.out / "forecast.json"
+    if forecast.exists():  # the forecast part's summary (--forecast-only) stays beside the probes'
+        result["forecast"] = {k: v for k, v in json.loads(forecast.read_text()).items() if k != "runs"}
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
     print(table(summary))
     print(
