@@ -912,7 +912,7 @@ def _map_tiles(
     for index, record in records:
         tile_id = todo[index].tile_id
         if isinstance(record, GroupFailure):  # the worker could not publish, or died: not published
-            if record.error.startswith(f"{StorageError.__name__}:"):
+            if record.exception is not None and issubclass(record.exception, StorageError):
                 _check_store_answers(publisher.store, tile_id, record.error)
             entry = status_entry("failed", error=record.error)
             if tile_id in publisher.versions:

@@ -147,6 +147,9 @@ class GroupFailure:
     """A group whose sink raised, or whose worker died: what the driver gets instead of the sink's record."""
 
     error: str
+    exception: type[BaseException] | None = None
+    """The class of the exception the sink raised (None when the worker died), for callers that react to some
+    (the mapping driver checks the store after a :class:`~pimc_ray.errors.StorageError`)."""
 
 
 def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
@@ -160,7 +163,7 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
 
 def _group_failure(err: Exception) -> GroupFailure:
     logger.warning("group failed: %s: %s", type(err).__name__, err)
-    return GroupFailure(f"{type(err).__name__}: {err}")
+    return GroupFailure(f"{type(err).__name__}: {err}", type(err))
 
 
 class GroupWorker:

@@ -121,4 +121,5 @@ def test_groups_are_done_whole_by_one_worker_and_only_records_come_back(workers,
         assert record["failures"] == ["OSError: asset unreachable"]  # the window at (16, 16)
     assert isinstance(out[2], GroupFailure) and "OSError: store unreachable" in out[2].error
     assert isinstance(out[3], GroupFailure) and "OSError: disk full" in out[3].error
+    assert out[2].exception is out[3].exception is OSError  # the class itself, across processes too
     assert (out[0]["pid"] == os.getpid()) == (workers == 0)  # on Ray, the worker processes did the groups
