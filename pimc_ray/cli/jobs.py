@@ -333,8 +333,6 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         parent, name = split_uri(out)
         storage = args.storage or join_uri(parent, "runs")
         run = from_args(RunSpec, args, name=args.name or name, storage_path=storage, use_gpu=args.gpu)
-        if args.temperature <= 0:  # the loss divides by it; checked here, before any worker starts
-            raise InvalidConfigError(f"--temperature must be above 0, got {args.temperature}")
         if config.batch_size % run.workers:
             raise InvalidConfigError(
                 f"--batch-size {config.batch_size} must split evenly over {run.workers} workers"

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pimc_ray.errors import InvalidConfigError
 from pimc_ray.models import contrastive as _contrastive  # noqa: F401  (registers the projection and the loss)
 from pimc_ray.models.checkpoint import EncoderConfig
 from pimc_ray.models.registry import build
@@ -65,6 +66,15 @@ class PIMCConfig:
     """``{"name": ..., "params": {...}}`` of the contrastive loss."""
     seed: int = 0
     """Seed of the projection heads' initialisation (each encoder has its own in its config)."""
+
+    def __post_init__(self) -> None:
+        # checked where the config is made (the driver, before any worker starts), not in every worker's loss
+        temperature = self.loss.get("params", {}).get("temperature")
+        if temperature is not None and not float(temperature) > 0:
+            raise InvalidConfigError(
+                f"the loss's temperature must be above 0 (--temperature), got {temperature}: logits are "
+                "similarities divided by it"
+            )
 
     @property
     def patch_size(self) -> int:

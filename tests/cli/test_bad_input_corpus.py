@@ -93,7 +93,7 @@ CASES: dict[str, dict[str, tuple[str, str]]] = {
         "--checkpoint-every": ("0", "checkpoint_every must be at least 1"),
         "--keep-checkpoints": ("0", "keep_checkpoints must be at least 1"),
         "--log-every": ("0", "log_every must be at least 1"),
-        "--temperature": ("0", "--temperature must be above 0"),
+        "--temperature": ("0", "temperature must be above 0 (--temperature)"),
         "--rp-widths": ("16,x", "--rp-widths"),
         "--patch-size": ("8", "patch_size"),
         "--composite": ("mean", "composite"),

@@ -67,6 +67,16 @@ def test_temperature_is_fixed_or_learnt_and_clamped():
     )
 
 
+def test_a_temperature_at_or_below_zero_is_refused_where_the_config_is_made():
+    from pimc_ray.errors import InvalidConfigError
+
+    for bad in (0.0, -0.07):
+        loss = {"name": "symmetric-infonce", "params": {"temperature": bad, "learnable": True}}
+        with pytest.raises(InvalidConfigError, match=r"temperature must be above 0 \(--temperature\)"):
+            PIMCConfig(loss=loss)
+    assert PIMCConfig().to_dict()["loss"]["params"]["temperature"] == 0.07
+
+
 def test_gather_without_a_process_group_is_the_identity():
     x = torch.randn(3, 2, requires_grad=True)
     assert gather_with_grad(x) is x
