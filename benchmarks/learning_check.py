@@ -266,10 +266,10 @@ def run_one(
     report: dict[str, Any] = {"family": family, "seed": seed}
     if not (export / "config.json").exists():
         report["pretraining"] = pretrain(archive, export, steps=args.steps, seed=seed, log=log)
-    default, meta = load_checkpoint(export)
+    default, config, _ = default_encoder(export, series_spec(archive).timegrid.steps)
     rp_only, _ = load_checkpoint(export / RP_EXPORT)
-    random = EncoderConfig.from_dict(meta["encoder"]).build().eval()
-    series_rp = meta["encoder"]["params"]["parts"][:2]  # index-series, rp-resnet
+    random = config.build().eval()
+    series_rp = config.params["parts"][:2]  # index-series, rp-resnet
     no_patch = EncoderConfig(name="pimc-concat", params={"parts": series_rp}).build()
     for tower, trained in zip(no_patch.towers, default.towers, strict=False):
         tower.load_state_dict(trained.state_dict())
@@ -345,8 +345,9 @@ def forecast_spec(archive: Any) -> SeriesSpec:
     return dataclasses.replace(full, dates=DateRange(full.dates.start, end))
 
 
-def default_encoder(export: Path, steps: int) -> tuple[Any, str]:
-    """The default embedding of an export (series + RP + image patch) and the composite its patches are cut from.
+def default_encoder(export: Path, steps: int) -> tuple[Any, Any, str]:
+    """The default embedding of an export (series + RP + image patch): the module, its
+    :class:`~pimc_ray.models.EncoderConfig` and the composite its patches are cut from.
 
     Exports written before that default (this check's own runs, see docs/learning-check.md) hold series + RP at
     ``<export>``: the default is then built as pretraining exports it now (:func:`default_embedding`), from the
@@ -359,14 +360,19 @@ def default_encoder(export: Path, steps: int) -> tuple[Any, str]:
     model, meta = load_checkpoint(export)
     names = [part["name"] for part in meta["encoder"].get("params", {}).get("parts", [])]
     if "rsi-cnn" in names:
-        return model, (meta.get("patches") or {}).get("composite", MEDIAN)
+        return (
+            model,
+            EncoderConfig.from_dict(meta["encoder"]),
+            (meta.get("patches") or {}).get("composite", MEDIAN),
+        )
     rp, rp_meta = load_checkpoint(export / RP_EXPORT)
     rsi, rsi_meta = load_checkpoint(export / RSI_EXPORT)
     configs = (EncoderConfig.from_dict(m["encoder"]) for m in (rp_meta, rsi_meta))
-    default = default_embedding(*configs, steps).build()
+    config = default_embedding(*configs, steps)
+    default = config.build()
     default.towers[1].load_state_dict(rp.state_dict())
     default.towers[2].load_state_dict(rsi.state_dict())
-    return default.eval(), (rsi_meta.get("patches") or {}).get("composite", MEDIAN)
+    return default.eval(), config, (rsi_meta.get("patches") or {}).get("composite", MEDIAN)
 
 
 def forecast_features(
@@ -455,7 +461,7 @@ def forecast_one(root: Path, family: str, seed: int, args: argparse.Namespace) -
     t0 = time.perf_counter()
     archive = build_family(root / "archives", family, seed)
     spec = forecast_spec(archive)
-    encoder, composite = default_encoder(export, spec.timegrid.steps)
+    encoder, _, composite = default_encoder(export, spec.timegrid.steps)
     last = last_positions(encoder, spec)
     a, b = (
         forecast_features(archive, t, spec, encoder, composite, pixels=args.forecast_pixels, seed=seed)
