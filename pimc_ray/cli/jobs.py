@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pimc_ray.cli.args import (
     add_catalog,
@@ -403,10 +403,34 @@ def train_head_parser() -> argparse.ArgumentParser:
     add_series(p, on_unreadable=False)
     a("--out", type=uri, help="head folder, or s3://bucket/prefix (default: CHECKPOINT/head)")
     a("--per-class", type=int, default=400, help="labelled pixels per class used to fit")
-    a("--workers", type=int, default=0, help="encoder actors (0: run in this process)")
-    a("--batch-size", type=int, default=1024, help="pixels per encoder batch")
-    a("--seed", type=int, default=0)
+    _add_embedding_workers(p)
     return p
+
+
+def _add_embedding_workers(p: argparse.ArgumentParser) -> None:
+    """The options of the head-fitting jobs' embedding: actors, batch and the seed of the pixel draws."""
+    p.add_argument("--workers", type=int, default=0, help="encoder actors (0: run in this process)")
+    p.add_argument("--batch-size", type=int, default=1024, help="pixels per encoder batch")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _save_fit(
+    head: Any, out: str, args: argparse.Namespace, encoder: Any, weights: str, **record: Any
+) -> None:
+    """Save a fitted head in ``out`` and its provenance beside it (``fit.json``): the encoder and its weights,
+    the head's hash, and ``record`` (area, grid, what it was fit on, its statistics)."""
+    from pimc_ray.models.checkpoint import sha256_file
+    from pimc_ray.models.heads import HEAD_WEIGHTS
+
+    head.save(out)
+    provenance = {
+        "encoder": encoder.config.to_dict(),
+        "weights": weights,
+        "checkpoint": args.checkpoint,
+        "head_sha256": sha256_file(join_uri(out, HEAD_WEIGHTS)),
+        **record,
+    }
+    write_bytes(json.dumps(provenance, indent=2).encode(), join_uri(out, "fit.json"))
 
 
 def train_head_main(argv: Sequence[str] | None = None) -> int:
@@ -420,8 +444,7 @@ def train_head_main(argv: Sequence[str] | None = None) -> int:
         from pimc_ray.mapping.embedder import EmbedderFactory, series_reader
         from pimc_ray.mapping.heads import fit_head
         from pimc_ray.mapping.runner import Parallelism
-        from pimc_ray.models.checkpoint import EncoderRef, sha256_file
-        from pimc_ray.models.heads import HEAD_WEIGHTS
+        from pimc_ray.models.checkpoint import EncoderRef
 
         spec = series_spec(args)
         at_least_one(args, "per_class", "batch_size")
@@ -459,18 +482,9 @@ def train_head_main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             progress=say,
         )
-        head.save(out)
-        provenance = {
-            "encoder": encoder.config.to_dict(),
-            "weights": weights,
-            "checkpoint": args.checkpoint,
-            "head_sha256": sha256_file(join_uri(out, HEAD_WEIGHTS)),
-            "labels": args.labels or f"stac:{args.labels_collection}",
-            "aoi": aoi.__geo_interface__,
-            "spec": spec.to_dict(),
-            **stats,
-        }
-        write_bytes(json.dumps(provenance, indent=2).encode(), join_uri(out, "fit.json"))
+        labels = args.labels or f"stac:{args.labels_collection}"
+        _save_fit(head, out, args, encoder, weights, labels=labels, aoi=aoi.__geo_interface__,
+                  spec=spec.to_dict(), **stats)  # fmt: skip
         say(f"head: {out}  ({stats['pixels']} pixels, training accuracy {stats['train_accuracy']:.3f})")
 
     return run_job(work)
@@ -500,9 +514,7 @@ def train_forecast_parser() -> argparse.ArgumentParser:
     a("--horizon", type=int, default=10, help="grid steps to forecast after --end (the paper's: 10)")
     a("--out", type=uri, help="head folder, or s3://bucket/prefix (default: CHECKPOINT/forecast)")
     a("--per-window", type=int, default=256, help="pixels kept per window to fit on")
-    a("--workers", type=int, default=0, help="encoder actors (0: run in this process)")
-    a("--batch-size", type=int, default=1024, help="pixels per encoder batch")
-    a("--seed", type=int, default=0)
+    _add_embedding_workers(p)
     return p
 
 
@@ -516,8 +528,7 @@ def train_forecast_main(argv: Sequence[str] | None = None) -> int:
         from pimc_ray.mapping.embedder import EmbedderFactory, series_reader
         from pimc_ray.mapping.forecast import ForecastReader, fit_forecaster, last_positions, targets_end
         from pimc_ray.mapping.runner import Parallelism
-        from pimc_ray.models.checkpoint import EncoderRef, sha256_file
-        from pimc_ray.models.heads import HEAD_WEIGHTS
+        from pimc_ray.models.checkpoint import EncoderRef
 
         spec = series_spec(args)
         at_least_one(args, "horizon", "per_window", "batch_size")
@@ -543,18 +554,8 @@ def train_forecast_main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             progress=say,
         )
-        head.save(out)
-        provenance = {
-            "encoder": encoder.config.to_dict(),
-            "weights": weights,
-            "checkpoint": args.checkpoint,
-            "head_sha256": sha256_file(join_uri(out, HEAD_WEIGHTS)),
-            "aoi": aoi.__geo_interface__,
-            "spec": spec.to_dict(),
-            "targets_until": until.isoformat(),
-            **stats,
-        }
-        write_bytes(json.dumps(provenance, indent=2).encode(), join_uri(out, "fit.json"))
+        _save_fit(head, out, args, encoder, weights, aoi=aoi.__geo_interface__, spec=spec.to_dict(),
+                  targets_until=until.isoformat(), **stats)  # fmt: skip
         rmse = ", ".join(f"{k} {v:.4f}" for k, v in stats["train_rmse"].items())
         held = ", ".join(f"{k} {v:.4f}" for k, v in stats["persistence_rmse"].items())
         say(f"forecast head: {out}  ({stats['pixels']} pixels; training RMSE {rmse}; persistence {held})")

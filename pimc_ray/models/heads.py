@@ -151,6 +151,8 @@ class LinearClassifier(nn.Module):
         """
 
         def build(meta: dict[str, Any]) -> LinearClassifier:
+            if meta.get("kind") == "forecast":
+                raise ValueError("it is a forecast head: pass it to --forecast-head")
             names = {int(k): v for k, v in meta["class_names"].items()}
             colors = {int(k): v for k, v in meta.get("class_colors", {}).items()}
             return cls(meta["dim"], meta["class_ids"], names, colors)

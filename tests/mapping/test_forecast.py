@@ -60,6 +60,8 @@ def test_forecaster_learns_the_change_from_the_last_value_and_round_trips(tmp_pa
     LinearClassifier(dim, [1, 2]).save(tmp_path / "classes")
     with pytest.raises(CheckpointError, match="not a forecast head"):
         LinearForecaster.load(tmp_path / "classes")
+    with pytest.raises(CheckpointError, match="it is a forecast head: pass it to --forecast-head"):
+        LinearClassifier.load(tmp_path / "forecast")
     (tmp_path / "forecast" / "head.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no head.safetensors"):
         LinearForecaster.load(tmp_path / "forecast")
