@@ -8,14 +8,16 @@ per actor, and ``__call__`` maps a batch (a dict of NumPy arrays) to a batch. Ro
 (:mod:`pimc_ray.mapping.runner`) are plain actors that take whole tiles; they check the cluster with
 :func:`check_resources` as the stages do.
 
-:func:`bound_memory` is what every process that reads rasters or runs an encoder calls first.
+:func:`bound_memory` is what every process that reads rasters or runs an encoder calls first, and
+:func:`in_order` fans small reads (status objects, items, quicklooks) out to threads in the driver.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pimc_ray.errors import InvalidConfigError
@@ -25,6 +27,7 @@ __all__ = [
     "GDAL_CACHE_MB",
     "actor_stage",
     "bound_memory",
+    "in_order",
     "index_dataset",
 ]
 
@@ -144,3 +147,13 @@ def _fix_mmap_threshold(threshold: int = 1 << 20) -> bool:
         return bool(libc.mallopt(m_mmap_threshold, threshold))
     except (OSError, AttributeError):  # not glibc (musl, macOS): no dynamic threshold to pin
         return False
+
+
+def in_order(
+    fn: Callable[[Any], Any], values: Sequence[Any], threads: int, chunk: int = 256
+) -> Iterator[Any]:
+    """``fn`` of every value, computed ``threads`` at a time, yielded in order, at most ``chunk`` results held:
+    for many small requests to a store, whose time is latency, not bandwidth."""
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for start in range(0, len(values), chunk):
+            yield from pool.map(fn, values[start : start + chunk])

@@ -55,9 +55,9 @@ class RunManifest:
         if data is None:
             return None
         tiles = dict(data.get("tiles", {}))
-        for key in store.list(STATUS):
-            if key.endswith(".json"):
-                tiles[key.removeprefix(STATUS).removesuffix(".json")] = store.get_json(key)
+        keys = [key for key in store.list(STATUS) if key.endswith(".json")]
+        for key, status in zip(keys, store.get_json_many(keys), strict=True):
+            tiles[key.removeprefix(STATUS).removesuffix(".json")] = status
         return cls(data["key"], data["model"], data["params"], tiles)
 
     def publish(self, store: Store, unit: str) -> None:

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
@@ -35,6 +34,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from affine import Affine
 
+from pimc_ray.parallel import in_order
 from pimc_ray.storage import Store
 
 __all__ = [
@@ -404,7 +404,7 @@ def _compose(
 
     with warnings.catch_warnings():  # in this thread, not the reading ones: warning filters are the process's
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        for p, read in _in_order(fetch, placed, threads):
+        for p, read in in_order(fetch, placed, threads, chunk=64):
             if read is None:
                 continue
             source, colormap = read
@@ -433,13 +433,6 @@ def _compose(
             view = image[(slice(None), *window.toslices())]  # a view: assigning into it paints the image
             view[:, drawn] = part[:, drawn]
     return None if image is None else (image, palette, epsg, grid)
-
-
-def _in_order(fn: Any, values: Sequence[Any], threads: int, chunk: int = 64) -> Iterator[Any]:
-    """``fn`` of every value, computed ``threads`` at a time, in order, at most ``chunk`` results held."""
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for start in range(0, len(values), chunk):
-            yield from pool.map(fn, values[start : start + chunk])
 
 
 def write_run_quicklooks(

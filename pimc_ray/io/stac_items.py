@@ -53,6 +53,7 @@ __all__ = [
     "ModelCard",
     "code_version",
     "output_collection",
+    "slim_item",
     "tile_item",
 ]
 
@@ -341,6 +342,29 @@ def tile_item(
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
+#: What the run-level outputs read of every tile's item but the first (:func:`slim_item`): the collection's extent
+#: and links, the tiles' grids (:func:`~pimc_ray.mapping.maps.derive_run`) and where their quicklooks lie.
+_SLIM_PROPERTIES = ("start_datetime", "end_datetime", "pimc:tile", "proj:code", "proj:bbox", "proj:transform")
+
+
+def slim_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A tile's item cut to what :func:`output_collection` and
+    :func:`~pimc_ray.io.quicklooks.write_run_quicklooks` read of every item but the first (bbox, dates, tile id
+    and grid, and each quicklook's href and grid): about 0.5 kB instead of tens, so a run of 100,000 tiles holds
+    them all in the driver."""
+    props = item["properties"]
+    thumbnails = {
+        key: {k: v for k, v in asset.items() if k in ("href", "roles", "proj:transform")}
+        for key, asset in item.get("assets", {}).items()
+        if "thumbnail" in asset.get("roles", ())
+    }
+    return {
+        "bbox": item["bbox"],
+        "properties": {k: props[k] for k in _SLIM_PROPERTIES if k in props},
+        "assets": thumbnails,
+    }
+
+
 def output_collection(
     items: Sequence[Mapping[str, Any]],
     *,
@@ -353,7 +377,8 @@ def output_collection(
     so a user finds the mosaics of a run from its collection, and so do ``assets`` (key -> STAC asset: the run's
     quicklooks, :func:`~pimc_ray.io.quicklooks.write_run_quicklooks`).
 
-    It describes every product of the items in ``item_assets`` (their fields less what differs per file:
+    ``items`` after the first may be slim (:func:`slim_item`): the first is read whole. It describes every
+    product of the items in ``item_assets`` (their fields less what differs per file:
     href, size, checksum, statistics), links the licence, and with an mlm encoder carries its fields (as
     pystac's mlm extension keeps them on a collection: beside its other fields) and its ``model`` asset.
     No summaries: with the mlm extension declared (v1.5.2) every summary must be an object, which the

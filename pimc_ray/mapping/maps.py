@@ -81,7 +81,7 @@ from pimc_ray.io.manifest import STATUS, RunManifest, publish_status, status_ent
 from pimc_ray.io.mosaic import write_mosaics
 from pimc_ray.io.quicklooks import PcaBasis, Quicklook, class_palette, write_run_quicklooks
 from pimc_ray.io.rasters import RasterProduct, RasterSet
-from pimc_ray.io.stac_items import ModelCard, output_collection, tile_item
+from pimc_ray.io.stac_items import ModelCard, output_collection, slim_item, tile_item
 from pimc_ray.kernels.indices import INDEX_NAMES
 from pimc_ray.mapping.embedder import EmbedderFactory, WindowResult, embedding_bands, read_plan, series_reader
 from pimc_ray.mapping.forecast import check_forecaster, forecast, forecast_bands
@@ -111,6 +111,7 @@ __all__ = [
     "map_aoi",
     "prepare_run",
     "quicklook_basis",
+    "run_items",
     "tile_products",
     "tile_quicklooks",
     "write_run_products",
@@ -677,8 +678,9 @@ class MapRun:
                 if t.tile_id not in failed]  # fmt: skip
         if finished:
             description = _description(manifest, request.encoder.config.describe())
+            items = run_items(store, [t.tile_id for t in finished])
             keys += write_run_products(
-                store, finished, products, request.collection_id, description, _folders(manifest)
+                store, finished, items, products, request.collection_id, description, _folders(manifest)
             )
         if before is not None:  # the collection and mosaics point at the new versions: drop the old ones
             old = superseded_files(before.tiles, manifest.tiles)
@@ -791,19 +793,32 @@ def _folders(manifest: RunManifest) -> dict[str, str]:
     return out
 
 
+def run_items(store: Store, tile_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The published items of ``tile_ids``, read many at a time (:meth:`~pimc_ray.storage.Store.get_json_many`),
+    each kept whole where it is the first or the first with one of its quicklooks, else slimmed to what the
+    run-level outputs read (:func:`~pimc_ray.io.stac_items.slim_item`)."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in store.get_json_many([f"tiles/{tile_id}/item.json" for tile_id in tile_ids]):
+        keys = set(QUICKLOOK_FILES) & set(item.get("assets", {}))
+        out.append(item if not out or keys - seen else slim_item(item))
+        seen |= keys
+    return out
+
+
 def write_run_products(
     store: Store,
     tiles: Sequence[Tile],
+    items: Sequence[Mapping[str, Any]],
     products: Mapping[str, RasterProduct],
     collection: str,
     description: str,
     folders: Mapping[str, str],
 ) -> list[str]:
-    """The run-level outputs derived from its published tiles (``tiles``, all done, their files in ``folders``):
-    the mosaics, the run's quicklooks (composed from the tiles', :func:`~pimc_ray.io.quicklooks.write_run_quicklooks`),
-    and the STAC collection of their items with the mosaics and quicklooks as its assets. Returns the keys
-    written."""
-    items = [store.get_json(f"tiles/{t.tile_id}/item.json") for t in tiles]
+    """The run-level outputs derived from its published tiles (``tiles``, all done, their files in ``folders``,
+    their items in ``items``: :func:`run_items`): the mosaics, the run's quicklooks (composed from the tiles',
+    :func:`~pimc_ray.io.quicklooks.write_run_quicklooks`), and the STAC collection of their items with the mosaics
+    and quicklooks as its assets. Returns the keys written."""
     mosaics = write_mosaics(store, tiles, products, folders=folders)
     quicklooks = write_run_quicklooks(store, items)
     store.put_json(
@@ -838,12 +853,13 @@ def derive_run(out: str, *, progress: Progress = logger.info) -> list[str]:
     progress(f"{len(manifest.tiles)} tiles with a status, {len(done)} done")
     if not done:
         return ["manifest.json"]
-    items = [store.get_json(f"tiles/{tile_id}/item.json") for tile_id in done]
+    items = run_items(store, done)
     tiles = [_tile_of_item(item) for item in items]
     products = _products_of_tile(store, items[0])
     encoder = items[0]["properties"].get("pimc:encoder", "")
     description = _description(manifest, encoder)
-    keys = write_run_products(store, tiles, products, items[0]["collection"], description, _folders(manifest))
+    folders = _folders(manifest)
+    keys = write_run_products(store, tiles, items, products, items[0]["collection"], description, folders)
     return ["manifest.json", *keys]
 
 

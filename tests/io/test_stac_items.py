@@ -24,8 +24,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from pimc_ray.data.tiles import TileGrid
 from pimc_ray.io.quicklooks import PcaBasis, write_run_quicklooks
 from pimc_ray.io.rasters import RasterSet
-from pimc_ray.io.stac_items import LICENSE_LINK, MLM, ModelCard, output_collection, tile_item
-from pimc_ray.mapping.maps import QUICKLOOK_FILES, tile_products, tile_quicklooks
+from pimc_ray.io.stac_items import LICENSE_LINK, MLM, ModelCard, output_collection, slim_item, tile_item
+from pimc_ray.mapping.maps import QUICKLOOK_FILES, run_items, tile_products, tile_quicklooks
 from pimc_ray.models.heads import LinearClassifier
 from pimc_ray.storage import open_store
 from tests.stac_validation import schema_errors, validate
@@ -130,6 +130,25 @@ def test_items_and_collection_validate_against_the_official_schemas(run):
             assert any(f"stac-extension-schemas/{name}-v" in s for s in schemas), (name, schemas)
     valid, messages = validate(run["out"] / "collection.json")
     assert valid, messages
+
+
+def test_slim_items_give_the_same_collection_and_run_quicklooks(run):
+    """The driver reads a run's items many at a time and keeps all but the first slim (run_items): the
+    collection and the run's quicklooks are those of the whole items, byte for byte."""
+    out, items = run["out"], run["items"]
+    store = open_store(out)
+    read = run_items(store, [i["properties"]["pimc:tile"] for i in items])
+    whole = [json.loads(json.dumps(i)) for i in items]  # as read back: lists, not tuples
+    assert read[0] == whole[0] and read[1] == slim_item(whole[1])
+    assert len(json.dumps(read[1])) < len(json.dumps(items[1])) / 10
+    before = {p.name: p.read_bytes() for p in sorted(out.glob("quicklook*"))}
+    assert before
+    assets = write_run_quicklooks(store, read)
+    assert (
+        output_collection(read, collection="pimc-maps", description="test run", assets=assets)
+        == run["collection"]
+    )
+    assert {p.name: p.read_bytes() for p in sorted(out.glob("quicklook*"))} == before
 
 
 def test_the_collections_mlm_fields_are_valid_item_mlm_fields(run):

@@ -29,6 +29,15 @@ def test_local_store_round_trip_and_no_leftovers(tmp_path):
     assert open_store(f"file://{tmp_path}/out").get_json("x/manifest.json") == {"a": 1}
 
 
+def test_many_json_objects_come_back_in_order_with_none_for_missing_ones(tmp_path):
+    store = open_store(tmp_path / "out")
+    keys = [f"status/{i:04d}.json" for i in range(600)]  # more than one chunk of the thread pool
+    for i, key in enumerate(keys[::2]):
+        store.put_json({"i": 2 * i}, key)
+    got = list(store.get_json_many(keys, threads=8))
+    assert got == [{"i": i} if i % 2 == 0 else None for i in range(600)]
+
+
 @pytest.mark.parametrize(
     ("location", "words"),
     [
