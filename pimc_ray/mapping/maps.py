@@ -972,6 +972,9 @@ def dry_run(request: MapRequest, *, progress: Progress = print) -> dict[str, Any
     not on a corner of one, which left out each window's set-up and under-estimated a run 250-fold.
     """
     meter = Meter(0)
+    if request.forecast_head is not None:  # refused now, as the run would refuse it
+        forecaster = LinearForecaster.load(request.forecast_head)
+        check_forecaster(forecaster, request.encoder.config, request.spec, request.forecast_head)
     grid = TileGrid(request.tile_size)
     zones = grid.zone_tiles(request.aoi)
     n_tiles = sum(len(z) for z in zones)

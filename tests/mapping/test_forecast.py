@@ -184,6 +184,8 @@ def test_a_forecast_head_of_another_grid_or_encoder_is_refused(stac_api, series_
     assert main(["embed", *args]) == EXIT_BAD_INPUT
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "was fit on 36 steps of 7.6 days" in err[0], err
+    assert main(["embed", *args, "--dry-run"]) == EXIT_BAD_INPUT  # the plan refuses it too
+    assert "was fit on 36 steps of 7.6 days" in capsys.readouterr().err
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
 
     rp_only = EncoderConfig(seed=1)
