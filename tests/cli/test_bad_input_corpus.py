@@ -57,6 +57,13 @@ AREA = {
     "--readers": ("0", "readers"),
     "--read-cpus": ("-1", "read_cpus"),
 }
+
+
+def area(*options: str) -> dict[str, tuple[str, str]]:
+    """The cases of some of the area jobs' options (the jobs that share only those)."""
+    return {option: AREA[option] for option in options}
+
+
 CASES: dict[str, dict[str, tuple[str, str]]] = {
     "embed": {
         **AREA,
@@ -109,21 +116,16 @@ CASES: dict[str, dict[str, tuple[str, str]]] = {
         "--max-failures": ("-1", "max_failures"),
     },
     "train-head": {
-        **{
-            k: v
-            for k, v in AREA.items()
-            if k
-            in (
-                "--start",
-                "--end",
-                "--stac-url",
-                "--catalog",
-                "--steps",
-                "--min-valid",
-                "--window-size",
-                "--max-cloud-cover",
-            )
-        },
+        **area(
+            "--start",
+            "--end",
+            "--stac-url",
+            "--catalog",
+            "--steps",
+            "--min-valid",
+            "--window-size",
+            "--max-cloud-cover",
+        ),
         "--checkpoint": ("/nonexistent/model", "/nonexistent/model"),
         "--labels": ("/nonexistent/labels.geojson", "/nonexistent/labels.geojson"),
         "--labels-collection": ("no-such-labels", "no 'no-such-labels' items"),
@@ -137,24 +139,19 @@ CASES: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 CASES["train-forecast"] = {
-    **{
-        k: v
-        for k, v in AREA.items()
-        if k
-        in (
-            "--aoi",
-            "--start",
-            "--end",
-            "--stac-url",
-            "--collection",
-            "--catalog",
-            "--max-cloud-cover",
-            "--snapshot",
-            "--steps",
-            "--min-valid",
-            "--window-size",
-        )
-    },
+    **area(
+        "--aoi",
+        "--start",
+        "--end",
+        "--stac-url",
+        "--collection",
+        "--catalog",
+        "--max-cloud-cover",
+        "--snapshot",
+        "--steps",
+        "--min-valid",
+        "--window-size",
+    ),
     "--checkpoint": ("/nonexistent/model", "/nonexistent/model"),
     "--horizon": ("0", "--horizon must be at least 1"),
     "--out": ("gs://bucket/forecast", "gs://"),
