@@ -130,6 +130,11 @@ def embed_parser(description: str = "Map an AOI to PIMC embedding COGs on a tile
         help="STAC collection of the labels --head-train-aoi uses",
     )
     a("--batch-size", type=int, default=1024, help="pixels per encoder batch")
+    a(
+        "--precision",
+        default="float32",
+        help="what the encoders compute in: float32, or bfloat16 (torch autocast; docs/benchmarks.md, 'bf16')",
+    )
     a("--tile-size", type=int, default=1024, help="tile edge in pixels (the unit of output)")
     a(
         "--update",
@@ -168,6 +173,7 @@ def map_request(
         forecast_head=args.forecast_head,
         labels_collection=args.labels_collection,
         batch_size=args.batch_size,
+        precision=args.precision,
         tile_size=args.tile_size,
         write_embedding=write_embedding,
         update=args.update,

@@ -34,6 +34,7 @@ to the host once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -54,6 +55,7 @@ from pimc_ray.models.encoders import parts
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "PRECISIONS",
     "EmbedderFactory",
     "WindowEmbedder",
     "WindowResult",
@@ -62,6 +64,8 @@ __all__ = [
     "series_reader",
 ]
 
+#: The precisions the encoders can run in (:class:`WindowEmbedder`'s ``precision``).
+PRECISIONS = ("float32", "bfloat16")
 #: The bands each kind of encoder input is made from, by the ``inputs`` an encoder (or a joint encoder's part)
 #: declares: recurrence plots or index series of blue, red and NIR, or patches of all ten bands.
 _INPUT_BANDS: Mapping[str, tuple[str, ...]] = {"plots": INDEX_BANDS, "series": INDEX_BANDS, "patches": BANDS}
@@ -140,6 +144,8 @@ class WindowEmbedder:
         device: ``cpu``, or ``cuda`` to build plots (CuPy) or cut patches there and run the encoder on the GPU.
         composite: what an image-patch encoder's patches are cut from (see :mod:`pimc_ray.kernels.patches`): the
             composite it was pretrained on.
+        precision: ``float32``, or ``bfloat16`` to run the encoders under torch's bf16 autocast (convolutions
+            and matrix products in bf16; the index series and the embeddings stay float32).
     """
 
     def __init__(
@@ -151,11 +157,14 @@ class WindowEmbedder:
         threads: int = 1,
         device: str = "cpu",
         composite: str = MEDIAN,
+        precision: str = "float32",
     ):
         import torch
 
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if tuple(spec.bands) != INDEX_BANDS:
             raise ValueError(f"the embedder reads {INDEX_BANDS}, got bands {spec.bands}")
         check_composite(composite)
@@ -170,6 +179,7 @@ class WindowEmbedder:
         self.batch_size = batch_size
         self.device = device
         self.composite = composite
+        self.precision = precision
         self.encoder = encoder.eval().to(device)
         self.embed_dim = int(encoder.embed_dim)
         self.bands, self.halo = read_plan(self.encoder)
@@ -180,6 +190,14 @@ class WindowEmbedder:
             "series": self._window_index_series,
             "patches": self._window_patches,
         }
+
+    def _autocast(self) -> Any:
+        """The context the encoders run in: bf16 autocast on the embedder's device, or nothing."""
+        import torch
+
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=torch.bfloat16)
 
     def _part(self, inputs: str, hint: str) -> Any:
         if inputs not in self._parts:
@@ -222,7 +240,7 @@ class WindowEmbedder:
         by_band = np.ascontiguousarray(series[:, :, ok].transpose(1, 2, 0))  # (3, n, T): blue, red, nir
         xp = import_cupy() if self.device == "cuda" else np
         on_device = xp.asarray(by_band)  # host -> device once per window
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             embeddings = []  # stay on the device until the window is done
             for start in range(0, len(ok), self.batch_size):
                 batch = on_device[:, start : start + self.batch_size]
@@ -276,7 +294,7 @@ class WindowEmbedder:
         rows, cols = np.divmod(idx, width)
         out = np.full((height * width, int(encoder.embed_dim)), np.nan, dtype=np.float32)
         rows_on, cols_on = xp.asarray(rows), xp.asarray(cols)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             embeddings = []  # stay on the device until the window is done
             for start in range(0, len(idx), self.batch_size):
                 part = slice(start, start + self.batch_size)
@@ -335,6 +353,7 @@ class EmbedderFactory:
     batch_size: int = 1024
     threads: int = 1
     device: str = "cpu"
+    precision: str = "float32"
 
     def __call__(self) -> Callable[[OutputGrid, Window, WindowSeries], WindowResult]:
         model, _ = self.encoder.load()
@@ -345,5 +364,6 @@ class EmbedderFactory:
             threads=self.threads,
             device=self.device,
             composite=self.encoder.composite,
+            precision=self.precision,
         )
         return embedder.compute

@@ -143,7 +143,9 @@ class MapSummary:
 def embedder_factory(request: MapRequest) -> EmbedderFactory:
     """The compute stage of a mapping request: its encoder, batch size, threads and device."""
     p = request.parallel
-    return EmbedderFactory(request.spec, request.encoder, request.batch_size, p.torch_threads, p.device)
+    return EmbedderFactory(
+        request.spec, request.encoder, request.batch_size, p.torch_threads, p.device, request.precision
+    )
 
 
 def tile_products(

@@ -20,6 +20,7 @@ from pimc_ray.data.series import SeriesSpec
 from pimc_ray.data.stac import Item, frozen_search
 from pimc_ray.errors import InvalidConfigError
 from pimc_ray.kernels.patches import check_composite
+from pimc_ray.mapping.embedder import PRECISIONS
 from pimc_ray.mapping.runner import Parallelism
 from pimc_ray.models.checkpoint import EncoderRef, sha256_file
 from pimc_ray.models.heads import HEAD_WEIGHTS
@@ -99,6 +100,9 @@ class MapRequest(AreaRequest):
     """Labelled pixels per class used to fit the head."""
     batch_size: int = 1024
     """Pixels per encoder batch."""
+    precision: str = "float32"
+    """What the encoders compute in: ``float32``, or ``bfloat16`` (autocast; see
+    :class:`~pimc_ray.mapping.embedder.WindowEmbedder`)."""
     tile_size: int = 1024
     """Tile edge in pixels (the unit of output)."""
     write_embedding: bool = True
@@ -123,6 +127,10 @@ class MapRequest(AreaRequest):
             )
         if self.batch_size < 1:
             raise InvalidConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise InvalidConfigError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         try:
             check_composite(self.encoder.composite)
         except ValueError as err:
@@ -155,6 +163,7 @@ class MapRequest(AreaRequest):
             "tile_size": self.tile_size,
             "write_embedding": self.write_embedding,
             **({"patches": patches} if patches is not None else {}),
+            **({"precision": self.precision} if self.precision != "float32" else {}),  # earlier keys stay
             **(
                 {"forecast_head": sha256_file(join_uri(self.forecast_head, HEAD_WEIGHTS))}
                 if self.forecast_head

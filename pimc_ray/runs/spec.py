@@ -16,6 +16,7 @@ the others show their defaults, which are the mapping jobs' defaults)::
       max_cloud_cover: null           # percent
       snapshot: null                  # frozen item list (.ndjson or .parquet), a path or URI
     model: s3://bucket/models/pimc    # encoder checkpoint; null: random weights
+    precision: float32                # float32, or bfloat16 (the encoders under torch autocast)
     products:
       embedding: true
       classes: {head: s3://bucket/models/pimc/head}  # or {train_aoi: <region>, labels_collection: ...}; null: none
@@ -120,6 +121,7 @@ FLAGS: dict[str, str] = {
     "resources.wait_for_resources": "--wait-for-resources",
     "resources.batch_size": "--batch-size",
     "model": "--checkpoint",
+    "precision": "--precision",
     "products.classes.head": "--head",
     "products.classes.train_aoi": "--head-train-aoi",
     "products.classes.labels_collection": "--labels-collection",
@@ -541,6 +543,8 @@ class RunSpec(_Spec):
     """Which items (:class:`Catalog`)."""
     model: str | None = None
     """The encoder checkpoint, a folder or URI; None: random weights (a smoke test, not a map)."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """What the encoders compute in (bfloat16: torch autocast)."""
     products: Products = Products()
     """What to write (:class:`Products`)."""
     output: str
@@ -646,6 +650,7 @@ class RunSpec(_Spec):
         args = self._area_args(self.output, today)
         if self.model is not None:
             args += ["--checkpoint", self.model]
+        args += ["--precision", self.precision]
         classes = self.products.classes
         if classes is not None and classes.head is not None:
             args += ["--head", classes.head]
@@ -731,6 +736,7 @@ class RunSpec(_Spec):
                 "snapshot": a.snapshot,
             },
             "model": a.checkpoint,
+            "precision": a.precision,
             "products": {
                 "embedding": embedding,
                 "classes": classes,

@@ -74,6 +74,7 @@ CASES: dict[str, dict[str, tuple[str, str]]] = {
         "--labels-collection": ("no-such-labels", "no 'no-such-labels' items"),
         "--batch-size": ("0", "--batch-size must be at least 1"),
         "--tile-size": ("100", "multiple of 16"),
+        "--precision": ("float16", "--precision must be one of float32, bfloat16"),
     },
     "indices": dict(AREA),
     "pretrain": {

@@ -267,3 +267,31 @@ def test_series_and_plots_side_by_side_are_the_indices_then_the_plot_embedding()
     expected_nodata = ~grid.inside(window).reshape(-1)
     expected_nodata[[5, 7]] = True
     np.testing.assert_array_equal(nodata, expected_nodata)
+
+
+def test_bfloat16_runs_the_encoders_under_autocast_and_keeps_the_series_exact():
+    """precision="bfloat16": the series part is the float32 indices unchanged, the plot part the encoder under
+    torch's bf16 autocast (computed here by hand the same way), close to float32 but not equal to it."""
+    footprint = shapely.geometry.box(0.0, 0.0, 160.0, 160.0)
+    grid = patch_grid(16, footprint)
+    window = window_of(grid, 0, 0, 16, 16)
+    series = random_series(n_pix=256, seed=6)
+    none = np.array([], "datetime64[D]")
+    ws = WindowSeries(series, np.full(256, 9, np.uint16), none, none)
+    model = SERIES_RP.build().eval()
+    full = WindowEmbedder(SPEC, model, batch_size=100).compute(grid, window, ws).embedding
+    half = (
+        WindowEmbedder(SPEC, model, batch_size=100, precision="bfloat16").compute(grid, window, ws).embedding
+    )
+    np.testing.assert_array_equal(np.isnan(half), np.isnan(full))
+    np.testing.assert_array_equal(half[:108], full[:108])  # the index series: float32, exact
+    ok = np.isfinite(full[108:]).all(axis=0)
+    assert not np.array_equal(half[108:][:, ok], full[108:][:, ok])
+    np.testing.assert_allclose(half[108:][:, ok], full[108:][:, ok], rtol=0.05, atol=0.05)
+    blue, red, nir = (series[:, c, 3] for c in range(3))
+    plots = torch.from_numpy(rp_from_reflectance(blue[None], red[None], nir[None]))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model.towers[1](plots).float().numpy()[0]
+    np.testing.assert_allclose(half[108:, 0, 3], expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        WindowEmbedder(SPEC, model, precision="float16")

@@ -487,6 +487,8 @@ def test_other_model_or_parameters_are_refused(stac_api, tmp_path):
     assert other.returncode == 2 and "must not mix model versions" in other.stderr
     changed = run_job(job_args(stac_api.url, out, **small, **{"--steps": "24"}))
     assert changed.returncode == 2 and "other parameters" in changed.stderr
+    half = run_job(job_args(stac_api.url, out, **small, **{"--precision": "bfloat16"}))  # other pixels
+    assert half.returncode == 2 and "other parameters" in half.stderr
     assert sorted(p.name for p in (out / "tiles").iterdir()) == before
     rerun = run_job(job_args(stac_api.url, out, **small))
     assert rerun.returncode == 0 and "already done" in rerun.stdout
