@@ -135,7 +135,7 @@ def series_spec(archive: Any) -> SeriesSpec:
 
 
 def tile_features(
-    archive: Any, tile_id: str, encoders: Mapping[str, Any]
+    archive: Any, tile_id: str, encoders: Mapping[str, Any], *, precision: str = "float32"
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Labels ``(P,)`` of every labelled pixel with a valid series and embedding, and each feature set ``(P, D)``.
 
@@ -154,7 +154,10 @@ def tile_features(
     items = archive.read_items("sentinel-2-l2a")
     truth = label_raster(archive.spec, tile_id)
     threads = torch.get_num_threads()
-    embedders = {k: WindowEmbedder(spec, m, batch_size=2048, threads=threads) for k, m in encoders.items()}
+    embedders = {
+        k: WindowEmbedder(spec, m, batch_size=2048, threads=threads, precision=precision)
+        for k, m in encoders.items()
+    }
     ys: list[np.ndarray] = []
     parts: dict[str, list[np.ndarray]] = {name: [] for name in (*encoders, RAW, NDVI)}
     readers = {k: series_reader(spec, items, m) for k, m in encoders.items()}
@@ -376,7 +379,15 @@ def default_encoder(export: Path, steps: int) -> tuple[Any, Any, str]:
 
 
 def forecast_features(
-    archive: Any, tile_id: str, spec: SeriesSpec, encoder: Any, composite: str, *, pixels: int, seed: int
+    archive: Any,
+    tile_id: str,
+    spec: SeriesSpec,
+    encoder: Any,
+    composite: str,
+    *,
+    pixels: int,
+    seed: int,
+    precision: str = "float32",
 ) -> dict[str, np.ndarray]:
     """A tile's pixels with a valid embedding, context series and targets (a seeded sample of at most ``pixels``):
     ``embedding`` (P, D), ``raw`` (P, 3 T) NDVI, EVI and SAVI on the context grid (index-major, as the embedding's
@@ -397,7 +408,12 @@ def forecast_features(
     items = archive.read_items("sentinel-2-l2a")
     reader = ForecastReader(series_reader(spec, items, encoder), HORIZON)
     embedder = WindowEmbedder(
-        spec, encoder, batch_size=2048, threads=torch.get_num_threads(), composite=composite
+        spec,
+        encoder,
+        batch_size=2048,
+        threads=torch.get_num_threads(),
+        composite=composite,
+        precision=precision,
     )
     halo, bands = reader.context.halo, reader.context.spec.bands
     positions = [bands.index(b) for b in INDEX_BANDS]
