@@ -33,6 +33,7 @@ import numpy as np
 
 from pimc_ray.data.series import (
     INDEX_BANDS,
+    Observations,
     SeriesReader,
     SeriesSpec,
     WindowSeries,
@@ -42,10 +43,11 @@ from pimc_ray.data.series import (
 )
 from pimc_ray.data.tiles import OutputGrid, Window
 from pimc_ray.data.timegrid import future_dates, step_days
-from pimc_ray.errors import InvalidConfigError, NoItemsFoundError, PimcError
+from pimc_ray.errors import InvalidConfigError, NoItemsFoundError
 from pimc_ray.kernels.indices import INDEX_NAMES, vegetation_indices
 from pimc_ray.mapping.embedder import EmbedderFactory, embedding_bands
-from pimc_ray.mapping.runner import Parallelism, WindowFailure, run_windows
+from pimc_ray.mapping.heads import gather_samples
+from pimc_ray.mapping.runner import Parallelism
 from pimc_ray.models.heads import LinearForecaster
 from pimc_ray.progress import Progress
 
@@ -170,9 +172,12 @@ class ForecastReader:
         min_valid = spec.timegrid.min_valid
         series = observations.until(end).regular(spec.grid_dates(), min_valid=min_valid)
         dates = forecast_dates(spec, self.horizon)
-        ahead = observations.regular(dates, min_valid=1)
+        blue_red_nir = [spec.bands.index(b) for b in INDEX_BANDS]  # the targets need no other band
+        ahead = Observations(observations.values[:, blue_red_nir], observations.times).regular(
+            dates, min_valid=1
+        )
         shape = (window.height, window.width, halo)
-        bands = crop_halo(ahead.values[:, [spec.bands.index(b) for b in INDEX_BANDS]], *shape)
+        bands = crop_halo(ahead.values, *shape)
         observed = crop_halo(ahead.last_valid[None], *shape)[0] >= dates[-1].astype("datetime64[D]")
         indices = vegetation_indices(bands[:, 0], bands[:, 1], bands[:, 2], axis=0)  # (3, horizon, P)
         future[:, :, observed] = indices[:, :, observed]
@@ -241,16 +246,8 @@ def fit_forecaster(
     last = last_positions(encoder, spec)
     tasks = [(g, w) for g in grids for w in g.windows(window_size)]
     progress(f"[forecast] {len(tasks)} windows; horizon {horizon} steps after {spec.dates.end}")
-    xs, ys = [], []
     factory = _SamplerFactory(embedder, per_window, seed)
-    for _, result in run_windows(
-        tasks, reader, factory, parallel=parallel, progress=progress, label="forecast"
-    ):
-        if isinstance(result, WindowFailure):
-            raise PimcError(f"embedding the forecast head's training area failed: {result.error}")
-        xs.append(result[0])
-        ys.append(result[1])
-    x, y = np.concatenate(xs), np.concatenate(ys)
+    x, y = gather_samples(tasks, reader, factory, parallel=parallel, progress=progress, label="forecast")
     if len(x) < 2:
         last_date = iso_dates(forecast_dates(spec, horizon))[-1]
         raise NoItemsFoundError(

@@ -34,7 +34,7 @@ from pimc_ray.storage import Store
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEAD_FILES", "classify", "fit_head", "load_head", "save_head"]
+__all__ = ["HEAD_FILES", "classify", "fit_head", "gather_samples", "load_head", "save_head"]
 
 #: The files of a saved head (:meth:`~pimc_ray.models.heads.LinearClassifier.save`).
 HEAD_FILES = (HEAD_CONFIG, HEAD_WEIGHTS)
@@ -111,13 +111,7 @@ def fit_head(
         embedder, {_window_key(g, w): labels for g, w, labels in labelled}, per_class, seed
     )
     tasks = [(g, w) for g, w, _ in labelled]
-    xs, ys = [], []
-    for _, result in run_windows(tasks, reader, factory, parallel=parallel, progress=progress, label="head"):
-        if isinstance(result, WindowFailure):
-            raise PimcError(f"embedding the head's training area failed: {result.error}")
-        xs.append(result[0])
-        ys.append(result[1])
-    x, y = np.concatenate(xs), np.concatenate(ys)
+    x, y = gather_samples(tasks, reader, factory, parallel=parallel, progress=progress, label="head")
     if len(y) == 0:
         raise NoItemsFoundError(
             "no labelled pixel has a valid embedding (too cloudy?); widen the dates or the labels"
@@ -136,6 +130,27 @@ def fit_head(
     counts = {int(c): int((y == c).sum()) for c in classes}
     stats = {"pixels": int(len(y)), "per_class": counts, "train_accuracy": float(np.mean(pred == y))}
     return head, stats
+
+
+def gather_samples(
+    tasks: Sequence[tuple[OutputGrid, Window]],
+    reader: Any,
+    factory: Callable[[], Callable[..., Samples]],
+    *,
+    parallel: Parallelism,
+    progress: Progress,
+    label: str,
+) -> Samples:
+    """The ``(x, y)`` samples a head is fit on: every task's, in task order, from the workers of
+    :func:`~pimc_ray.mapping.runner.run_windows` (a window that fails fails the fit: a head must not depend on
+    which windows could be read)."""
+    xs, ys = [], []
+    for _, result in run_windows(tasks, reader, factory, parallel=parallel, progress=progress, label=label):
+        if isinstance(result, WindowFailure):
+            raise PimcError(f"embedding the training area of the {label} head failed: {result.error}")
+        xs.append(result[0])
+        ys.append(result[1])
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def save_head(head: LinearClassifier, store: Store, prefix: str) -> None:
